@@ -1,0 +1,139 @@
+"""Interpret user arrays as stacks of ``(C, Y, X)`` slices, with clear errors.
+
+Arrays are read one slice at a time, so dask and zarr arrays larger than memory work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class ImageView:
+    """A read-only view of an image as ``Z`` slices of ``(C, Y, X)``.
+
+    Attributes
+    ----------
+    data : array-like
+        The original array (numpy, dask or zarr), never modified.
+    order : tuple of int
+        Axis permutation of ``data`` to ``(Z, C, Y, X)`` (missing axes are added).
+    is_stack : bool
+        Whether the input had a Z axis.
+    n_slices : int
+        Number of Z slices (1 for 2D input).
+    yx : tuple of int
+        Spatial shape.
+    """
+
+    data: Any
+    z_axis: int | None
+    c_axis: int | None
+    is_stack: bool
+    n_slices: int
+    yx: tuple[int, int]
+
+    def slice(self, z: int) -> np.ndarray:
+        """Return slice ``z`` as a float32 ``(C, Y, X)`` numpy array."""
+        index: list[Any] = [slice(None)] * self.data.ndim
+        if self.z_axis is not None:
+            index[self.z_axis] = z
+        arr = np.asarray(self.data[tuple(index)])
+        c_axis = self.c_axis
+        if c_axis is not None and self.z_axis is not None and self.z_axis < c_axis:
+            c_axis -= 1
+        arr = arr[None] if c_axis is None else np.moveaxis(arr, c_axis, 0)
+        arr = arr.astype(np.float32, copy=False)
+        if not np.isfinite(arr).all():
+            raise ValueError(f"image slice {z} contains NaN or infinite values")
+        return arr
+
+    def check_slices(self, slices: Sequence[int] | None) -> list[int]:
+        """Validate a list of slice indices (default: all)."""
+        if slices is None:
+            return list(range(self.n_slices))
+        zs = [int(z) for z in slices]
+        if not zs:
+            raise ValueError("no slices selected")
+        bad = [z for z in zs if not 0 <= z < self.n_slices]
+        if bad:
+            raise ValueError(f"slice index {bad[0]} out of range for {self.n_slices} slices")
+        return zs
+
+
+def as_image_view(image: Any, in_channels: int = 1, channel_axis: int | None = None) -> ImageView:
+    """Interpret ``image`` for a model with ``in_channels`` inputs.
+
+    Parameters
+    ----------
+    image : array-like
+        ``(Y, X)``; ``(Z, Y, X)`` stack (single-channel models); ``(C, Y, X)`` when ``C``
+        equals ``in_channels`` > 1; RGB(A) ``(Y, X, 3|4)``; ``(Z, C, Y, X)`` or other 4D
+        layouts only with ``channel_axis`` given.
+    in_channels : int
+        Channels the model expects.
+    channel_axis : int, optional
+        Channel axis; required for 4D input.
+
+    Returns
+    -------
+    ImageView
+        The view.
+
+    Raises
+    ------
+    ValueError
+        Empty arrays, unsupported dimensionality, NaN in the data (raised when a slice is
+        read), or a channel count that does not match the model.
+    TypeError
+        Non-numeric data.
+    """
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    shape = tuple(int(s) for s in image.shape)
+    if image.dtype.kind not in "uifb":
+        raise TypeError(f"image must be numeric, got dtype {image.dtype}")
+    if len(shape) == 0 or 0 in shape:
+        raise ValueError(f"image is empty (shape {shape})")
+    nd = len(shape)
+    if channel_axis is not None:
+        channel_axis = channel_axis % nd
+    if nd >= 4 and channel_axis is None:
+        raise ValueError(
+            f"{nd}D image of shape {shape}: say which axis holds the channels "
+            "(channel_axis=...); only (Z, C, Y, X) style 4D input is supported"
+        )
+    if nd > 4 or nd < 2:
+        raise ValueError(f"expected a 2D, 3D or 4D image, got shape {shape}")
+    if nd == 3 and channel_axis is None:
+        if in_channels > 1 and shape[0] == in_channels:
+            channel_axis = 0
+        elif in_channels > 1 and shape[-1] == in_channels:
+            channel_axis = 2
+        elif in_channels > 1:
+            raise ValueError(
+                f"the model expects {in_channels} channels but the image has shape {shape}"
+            )
+    c_axis = channel_axis
+    n_ch = shape[c_axis] if c_axis is not None else 1
+    if n_ch != in_channels:
+        raise ValueError(
+            f"the model expects {in_channels} input channel(s) but the image has {n_ch} "
+            f"(shape {shape}, channel axis {c_axis})"
+        )
+    spatial = [a for a in range(nd) if a != c_axis]
+    if len(spatial) == 3:
+        z_axis, yx_axes = spatial[0], spatial[1:]
+    elif len(spatial) == 2:
+        z_axis, yx_axes = None, spatial
+    else:
+        raise ValueError(f"cannot find two spatial axes in shape {shape}")
+    if yx_axes != [nd - 2, nd - 1] and not (c_axis == nd - 1 and yx_axes == [nd - 3, nd - 2]):
+        raise ValueError(f"the spatial axes must be the last two (or before RGB), shape {shape}")
+    n_slices = shape[z_axis] if z_axis is not None else 1
+    return ImageView(image, z_axis, c_axis, z_axis is not None, n_slices,
+                     (shape[yx_axes[0]], shape[yx_axes[1]]))

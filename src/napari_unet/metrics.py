@@ -1,0 +1,81 @@
+"""Segmentation quality metrics used by ``napari-unet evaluate`` and the benchmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from skimage.measure import label as cc_label
+
+
+def iou_matrix(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """IoU between every true object (rows) and predicted object (columns) of 2D labels."""
+    tu, ti = np.unique(np.asarray(truth).ravel(), return_inverse=True)
+    pu, pi = np.unique(np.asarray(pred).ravel(), return_inverse=True)
+    inter = np.bincount(ti * len(pu) + pi, minlength=len(tu) * len(pu)).reshape(len(tu), len(pu))
+    union = inter.sum(axis=1, keepdims=True) + inter.sum(axis=0, keepdims=True) - inter
+    iou = inter / np.maximum(union, 1)
+    return iou[tu != 0][:, pu != 0]
+
+
+def match_f1(truth: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> dict[str, float]:
+    """F1 at IoU >= ``iou_threshold`` with one-to-one Hungarian matching on IoU.
+
+    Returns
+    -------
+    dict
+        ``tp``, ``fp``, ``fn``, ``f1`` (1.0 when both are empty), ``effort`` = fp + fn
+        (objects to add, delete or change).
+    """
+    iou = iou_matrix(truth, pred)
+    n_true, n_pred = iou.shape
+    tp = 0
+    if n_true and n_pred:
+        rows, cols = linear_sum_assignment(-iou)
+        tp = int((iou[rows, cols] >= iou_threshold).sum())
+    fp, fn = n_pred - tp, n_true - tp
+    f1 = 1.0 if n_true + n_pred == 0 else 2 * tp / (2 * tp + fp + fn)
+    return {"tp": tp, "fp": fp, "fn": fn, "f1": f1, "effort": fp + fn}
+
+
+def adapted_rand(truth: np.ndarray, pred_interior: np.ndarray) -> float:
+    """Foreground-restricted adapted Rand error (true label 0 ignored).
+
+    ``pred_interior`` is a boolean cell-interior mask (or labels); its 4-connected
+    components are compared with ``truth`` by ``skimage.metrics.adapted_rand_error``.
+    """
+    from skimage.metrics import adapted_rand_error
+
+    pred = np.asarray(pred_interior)
+    pred_lab = cc_label(pred > 0, connectivity=1) if pred.dtype == bool or pred.max() <= 1 else pred
+    err, _, _ = adapted_rand_error(np.asarray(truth).astype(np.int64),
+                                   pred_lab.astype(np.int64), ignore_labels=(0,))
+    return float(err)
+
+
+def evaluate_nuclei(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Mean F1 at IoU 0.5 (and effort) over the slices of 2D or ``(Z, Y, X)`` labels."""
+    t, p = np.asarray(truth), np.asarray(pred)
+    if t.shape != p.shape:
+        raise ValueError(f"truth shape {t.shape} differs from prediction shape {p.shape}")
+    t3, p3 = (t[None], p[None]) if t.ndim == 2 else (t, p)
+    rows = [match_f1(a, b) for a, b in zip(t3, p3, strict=True)]
+    return {"f1": float(np.mean([r["f1"] for r in rows])),
+            "effort": int(sum(r["effort"] for r in rows)),
+            "pixels_differing": int(((t3 > 0) != (p3 > 0)).sum()), "n_images": len(rows)}
+
+
+def evaluate_em(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Adapted Rand error and pixel error of a predicted interior (mask or probability)."""
+    t, p = np.asarray(truth), np.asarray(pred)
+    if t.shape != p.shape:
+        raise ValueError(f"truth shape {t.shape} differs from prediction shape {p.shape}")
+    t3, p3 = (t[None], p[None]) if t.ndim == 2 else (t, p)
+    is_prob = p3.dtype.kind == "f"
+    thresholds = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9] if is_prob else [0.5]
+    best = min(
+        float(np.mean([adapted_rand(cc_label(ti > 0, connectivity=1), pi > th)
+                       for ti, pi in zip(t3, p3, strict=True)]))
+        for th in thresholds
+    )
+    pix = float(np.mean((t3 > 0) != (p3 > 0.5)))
+    return {"adapted_rand_error": best, "pixel_error": pix, "n_images": len(t3)}

@@ -1,0 +1,280 @@
+"""Overlap-tile prediction: a generator that yields progress and returns probabilities.
+
+``predict_iter`` is the one implementation; the CLI (tqdm), the napari widgets
+(``thread_worker``) and the tests all drive it. Stopping the iteration cancels.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import devices
+from .inputs import ImageView, as_image_view
+from .model import UNet
+from .normalize import Normalization
+from .tiling import AxisPlan, choose_tile, crop_offset, pad_image, plan_axis
+
+CPU_BUDGET = 3 * 2**30
+GPU_BUDGET_FRACTION = 0.5
+
+# the 8 dihedral transforms as (k rot90, flip) pairs, applied to the last two axes
+DIHEDRAL = [(k, f) for f in (False, True) for k in range(4)]
+
+
+@dataclass
+class Progress:
+    """A progress event: ``done`` of ``total`` tiles, on slice ``z``."""
+
+    done: int
+    total: int
+    z: int
+    elapsed: float
+
+
+@dataclass
+class PredictionResult:
+    """Result of :func:`predict_iter`.
+
+    Attributes
+    ----------
+    probabilities : numpy.ndarray
+        float32 ``(K, *spatial)``: per-class softmax, spatial shape as the input
+        (``(Y, X)`` or ``(Z, Y, X)``). Slices that were not predicted are 0.
+    uncertainty : numpy.ndarray or None
+        float32 ``spatial``: per-pixel softmax entropy (nats), or with TTA the standard
+        deviation of the foreground probability across the 8 transforms.
+    slices : list of int
+        The slices that were predicted.
+    device : str
+        The device used.
+    """
+
+    probabilities: np.ndarray
+    uncertainty: np.ndarray | None
+    slices: list[int]
+    device: str
+
+
+def _forward_tta(model: UNet, x: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax of ``model(x)``, averaged over the dihedral group when ``tta``; also its spread."""
+    if not tta:
+        return torch.softmax(model(x).float(), dim=1), None
+    acc, acc2 = None, None
+    for k, flip in DIHEDRAL:
+        t = torch.flip(x, dims=(-1,)) if flip else x
+        t = torch.rot90(t, k, dims=(-2, -1))
+        p = torch.softmax(model(t.contiguous(memory_format=torch.channels_last)).float(), dim=1)
+        p = torch.rot90(p, -k, dims=(-2, -1))
+        p = torch.flip(p, dims=(-1,)) if flip else p
+        acc = p if acc is None else acc + p
+        acc2 = p * p if acc2 is None else acc2 + p * p
+    mean = acc / len(DIHEDRAL)
+    var = (acc2 / len(DIHEDRAL) - mean * mean).clamp_min(0)
+    return mean, var.sqrt()[:, -1]
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """Softmax entropy over axis 0, in nats."""
+    return -(p * np.log(np.clip(p, 1e-8, 1.0))).sum(axis=0).astype(np.float32)
+
+
+def _tile_batches(plans: tuple[AxisPlan, AxisPlan], batch: int) -> list[list[tuple[int, int]]]:
+    idx = [(i, j) for i in range(len(plans[0].starts)) for j in range(len(plans[1].starts))]
+    return [idx[k : k + batch] for k in range(0, len(idx), batch)]
+
+
+def predict_slice_iter(
+    model: UNet,
+    image: np.ndarray,
+    *,
+    device: torch.device,
+    tile: int | None = None,
+    batch_size: int | None = None,
+    tta: bool = False,
+    padding_mode: str = "reflect",
+    memory_budget: int | None = None,
+) -> Generator[tuple[int, int], None, tuple[np.ndarray, np.ndarray | None]]:
+    """Predict one normalised ``(C, Y, X)`` image tile by tile.
+
+    Yields ``(tiles_done, tiles_total)`` after each batch and returns
+    ``(probabilities (K, Y, X), tta_spread (Y, X) or None)``.
+    """
+    _, h, w = image.shape
+    budget = memory_budget or _default_budget(device)
+    in_tile = tile or choose_tile(model, (h, w), budget)
+    plans = (plan_axis(model, h, in_tile), plan_axis(model, w, in_tile))
+    per_tile = max(1, _tile_bytes(model, plans))
+    batch = batch_size or max(1, min(16, budget // per_tile))
+    padded = pad_image(image, plans, padding_mode)
+    probs = np.zeros((model.n_classes, h, w), np.float32)
+    spread = np.zeros((h, w), np.float32) if tta else None
+    off = crop_offset(model)
+    (ty, tx) = (plans[0].in_tile, plans[1].in_tile)
+    batches = _tile_batches(plans, batch)
+    total = sum(len(b) for b in batches)
+    done = 0
+    for chunk in batches:
+        tiles = np.stack(
+            [padded[:, plans[0].starts[i] : plans[0].starts[i] + ty,
+                     plans[1].starts[j] : plans[1].starts[j] + tx] for i, j in chunk]
+        )
+        x = torch.from_numpy(tiles).to(device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), devices.autocast(device):
+            p, s = _forward_tta(model, x, tta)
+        p = p.cpu().numpy()
+        s = s.cpu().numpy() if s is not None else None
+        for n, (i, j) in enumerate(chunk):
+            (y0, y1), (x0, x1) = plans[0].keep(i), plans[1].keep(j)
+            sy, sx = off + y0 - plans[0].starts[i], off + x0 - plans[1].starts[j]
+            probs[:, y0:y1, x0:x1] = p[n, :, sy : sy + y1 - y0, sx : sx + x1 - x0]
+            if spread is not None and s is not None:
+                spread[y0:y1, x0:x1] = s[n, sy : sy + y1 - y0, sx : sx + x1 - x0]
+        done += len(chunk)
+        yield done, total
+    return probs, spread
+
+
+def _tile_bytes(model: UNet, plans: tuple[AxisPlan, AxisPlan]) -> int:
+    from .tiling import memory_per_tile
+
+    return memory_per_tile(model, max(plans[0].in_tile, plans[1].in_tile))
+
+
+def _default_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * GPU_BUDGET_FRACTION)
+    return CPU_BUDGET
+
+
+def predict_iter(
+    model: UNet,
+    image: np.ndarray,
+    *,
+    channel_axis: int | None = None,
+    slices: Sequence[int] | None = None,
+    device: str | torch.device = "auto",
+    tile: int | None = None,
+    batch_size: int | None = None,
+    tta: bool = False,
+    uncertainty: bool = False,
+    padding_mode: str = "reflect",
+    memory_budget: int | None = None,
+) -> Generator[Progress, None, PredictionResult]:
+    """Predict class probabilities with the overlap-tile strategy, yielding progress.
+
+    Parameters
+    ----------
+    model : UNet
+        The network (its stored normalisation is applied to every slice).
+    image : array-like
+        ``(Y, X)``, ``(Z, Y, X)``, ``(C, Y, X)``, RGB ``(Y, X, 3)`` or ``(Z, C, Y, X)``;
+        numpy, dask or zarr; uint8, uint16 or float. See :func:`napari_unet.inputs.as_image_view`.
+    channel_axis : int, optional
+        The channel axis; required for 4D input.
+    slices : sequence of int, optional
+        For stacks, predict only these slices (default: all).
+    device : str or torch.device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    tile : int, optional
+        Input tile edge in pixels (rounded to a valid size). Default: the largest that
+        fits the memory budget.
+    batch_size : int, optional
+        Tiles per forward pass. Default: from the memory budget.
+    tta : bool
+        Average over the 8 dihedral transforms (flips and 90° rotations).
+    uncertainty : bool
+        Also return a per-pixel uncertainty map (entropy, or TTA spread with ``tta``).
+    padding_mode : str
+        ``"reflect"`` (mirror, the paper) or ``"constant"`` (zeros) beyond the border.
+    memory_budget : int, optional
+        Bytes of activations allowed per batch.
+
+    Yields
+    ------
+    Progress
+        After each batch of tiles.
+
+    Returns
+    -------
+    PredictionResult
+        Probabilities (and uncertainty) shaped like the input's spatial axes.
+    """
+    view = as_image_view(image, model.in_channels, channel_axis)
+    zs = view.check_slices(slices)
+    dev = devices.resolve_device(device)
+    model = model.to(dev).eval().to(memory_format=torch.channels_last)
+    norm = Normalization.from_dict(model.config.normalization)
+    probs = np.zeros((model.n_classes, view.n_slices, *view.yx), np.float32)
+    unc = np.zeros((view.n_slices, *view.yx), np.float32) if uncertainty else None
+    t0 = time.perf_counter()
+    done_before = 0
+    total_guess = None
+    for z in zs:
+        x = norm(view.slice(z), channel_axis=0)
+        cur_tile, cur_batch = tile, batch_size
+        while True:
+            gen = predict_slice_iter(
+                model, x, device=dev, tile=cur_tile, batch_size=cur_batch, tta=tta,
+                padding_mode=padding_mode, memory_budget=memory_budget,
+            )
+            try:
+                while True:
+                    done, total = next(gen)
+                    if total_guess is None:
+                        total_guess = total * len(zs)
+                    yield Progress(done_before + done, total_guess, z, time.perf_counter() - t0)
+            except StopIteration as stop:
+                p, spread = stop.value
+                break
+            except Exception as err:  # noqa: BLE001 - narrowed by is_oom below
+                if not devices.is_oom(err):
+                    raise
+                devices.empty_cache(dev)
+                cur_tile, cur_batch = _shrink(model, x.shape[-2:], cur_tile, cur_batch, dev, err)
+        done_before += total
+        probs[:, z] = p
+        if unc is not None:
+            unc[z] = spread if spread is not None else _entropy(p)
+    if not view.is_stack:
+        probs, unc = probs[:, 0], (unc[0] if unc is not None else None)
+    return PredictionResult(probs, unc, zs, str(dev))
+
+
+def _shrink(
+    model: UNet, shape: tuple[int, ...], tile: int | None, batch: int | None,
+    dev: torch.device, err: BaseException,
+) -> tuple[int, int]:
+    """Smaller batch, then smaller tile, after an out-of-memory error; give up clearly."""
+    if batch is None or batch > 1:
+        return tile or choose_tile(model, tuple(shape), _default_budget(dev)), max(1, (batch or 2) // 2)
+    smallest = model.valid_input_size(2 * model.halo + model.stride)
+    current = tile or choose_tile(model, tuple(shape), _default_budget(dev))
+    if current <= smallest:
+        raise MemoryError(
+            f"out of memory on {dev} even with one {current}px tile; use device='cpu' "
+            f"or a smaller model ({err})"
+        ) from err
+    return model.valid_input_size(max(smallest, current // 2)), 1
+
+
+def run(gen: Generator) -> object:
+    """Drive a progress generator to completion and return its result."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def predict(model: UNet, image: np.ndarray, **kwargs: object) -> np.ndarray:
+    """Blocking form of :func:`predict_iter`; returns the probabilities only."""
+    return run(predict_iter(model, image, **kwargs)).probabilities  # type: ignore[union-attr]
+
+
+__all__ = ["ImageView", "Progress", "PredictionResult", "predict", "predict_iter", "run"]

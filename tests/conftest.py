@@ -1,0 +1,24 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.model import UNet
+
+
+@pytest.fixture
+def tiny_net() -> UNet:
+    torch.manual_seed(0)
+    return UNet(base_channels=4, depth=3, normalization={"mode": "none"}).eval()
+
+
+@pytest.fixture
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    """A small synthetic image with touching and separate round objects, and its labels."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:96, :96]
+    labels = np.zeros((96, 96), np.uint16)
+    centres = [(20, 20), (20, 33), (60, 60), (75, 25), (40, 75)]
+    for i, (cy, cx) in enumerate(centres, 1):
+        labels[((yy - cy) ** 2 + (xx - cx) ** 2 < 64) & (labels == 0)] = i
+    image = (labels > 0) * 150.0 + rng.normal(30, 10, labels.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), labels

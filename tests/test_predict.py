@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.model import UNet
+from napari_unet.postprocess import labels_from_probabilities
+from napari_unet.predict import Progress, predict, predict_iter, run
+
+
+def whole_image_pass(net: UNet, img: np.ndarray) -> np.ndarray:
+    """Independent single pass over the mirrored image, for comparison with tiling."""
+    h = net.halo
+    H, W = (net.valid_input_size(n + 2 * h) for n in img.shape)
+    x = np.pad(img, ((h, H - img.shape[0] - h), (h, W - img.shape[1] - h)), mode="reflect")
+    with torch.no_grad():
+        out = torch.softmax(net(torch.from_numpy(x.astype(np.float32))[None, None]), 1)[0]
+    off = 0 if net.config.padding == "valid" else h
+    return out[:, off : off + img.shape[0], off : off + img.shape[1]].numpy()
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("tile", [44, 61, 100])
+def test_tiles_are_seamless_on_odd_sizes(padding, tile):
+    torch.manual_seed(0)
+    net = UNet(depth=3, base_channels=4, padding=padding, normalization={"mode": "none"}).eval()
+    img = np.random.default_rng(0).random((97, 131)).astype(np.float32)
+    tiled = predict(net, img, tile=tile, batch_size=3)
+    assert tiled.shape == (2, 97, 131)
+    np.testing.assert_allclose(tiled, whole_image_pass(net, img), atol=1e-4)
+
+
+def test_progress_generator_and_cancel(tiny_net):
+    img = np.random.default_rng(0).random((3, 80, 80)).astype(np.float32)
+    gen = predict_iter(tiny_net, img, tile=40, batch_size=1)
+    events = []
+    for ev in gen:
+        events.append(ev)
+        if len(events) == 2:
+            break
+    gen.close()  # cancelling is stopping the iteration
+    assert isinstance(events[0], Progress) and events[1].done == 2
+    res = run(predict_iter(tiny_net, img, tile=40, batch_size=2))
+    assert res.probabilities.shape == (2, 3, 80, 80)
+    np.testing.assert_allclose(res.probabilities.sum(0), 1, atol=1e-5)
+
+
+def test_only_selected_slices_are_predicted(tiny_net):
+    img = np.random.default_rng(0).random((4, 40, 50)).astype(np.float32)
+    res = run(predict_iter(tiny_net, img, slices=[2], uncertainty=True))
+    assert res.slices == [2]
+    assert res.probabilities[:, [0, 1, 3]].max() == 0
+    assert res.probabilities[:, 2].sum(0).min() > 0.99
+    assert res.uncertainty.shape == (4, 40, 50) and res.uncertainty[2].max() > 0
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float64])
+def test_dtypes_and_image_smaller_than_a_tile(tiny_net, dtype):
+    img = (np.random.default_rng(0).random((5, 7)) * 200).astype(dtype)
+    p = predict(tiny_net, img)
+    assert p.shape == (2, 5, 7) and p.dtype == np.float32
+
+
+def test_channels_and_rgb():
+    torch.manual_seed(0)
+    net = UNet(depth=2, base_channels=4, in_channels=3).eval()
+    rgb = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    p_rgb = predict(net, rgb)
+    p_chw = predict(net, np.moveaxis(rgb, -1, 0))
+    assert p_rgb.shape == (2, 30, 40)
+    np.testing.assert_allclose(p_rgb, p_chw, atol=1e-6)
+    zcyx = np.stack([np.moveaxis(rgb, -1, 0)] * 2)
+    assert predict(net, zcyx, channel_axis=1).shape == (2, 2, 30, 40)
+
+
+def test_tta_is_invariant_to_flips(tiny_net):
+    img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    res = run(predict_iter(tiny_net, img, tta=True, uncertainty=True))
+    flipped = predict(tiny_net, img[:, ::-1].copy(), tta=True)
+    np.testing.assert_allclose(res.probabilities[:, :, ::-1], flipped, atol=1e-4)
+    assert res.uncertainty.shape == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "image, kwargs, match",
+    [
+        (np.zeros((2, 3, 4, 5)), {}, "channel"),
+        (np.zeros((0, 5)), {}, "empty"),
+        (np.full((8, 8), np.nan), {}, "NaN"),
+        (np.zeros((3, 8, 8, 2)), {"channel_axis": -1}, "channel"),
+        (np.zeros(5), {}, "2D"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(tiny_net, image, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        predict(tiny_net, image, **kwargs)
+
+
+def test_unknown_device_is_rejected(tiny_net):
+    with pytest.raises(ValueError, match="device"):
+        predict(tiny_net, np.zeros((8, 8)), device="tpu")
+
+
+def test_labels_separate_touching_objects_and_watershed_regrows():
+    p = np.zeros((2, 20, 30), np.float32)
+    p[1, 5:15, 3:14] = 0.9
+    p[1, 5:15, 15:27] = 0.9  # a 1-px predicted border at x=14
+    p[0] = 1 - p[1]
+    lab = labels_from_probabilities(p)
+    assert lab.max() == 2 and lab[10, 14] == 0
+    grown = labels_from_probabilities(p, watershed=True)
+    assert grown.max() == 2 and grown[10, 14] in (1, 2)
+    stack = labels_from_probabilities(np.stack([p, p], axis=1))
+    assert stack.shape == (2, 20, 30) and len(np.unique(stack)) == 5
