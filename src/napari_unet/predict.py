@@ -20,6 +20,7 @@ from .normalize import Normalization
 from .tiling import AxisPlan, choose_tile, crop_offset, pad_image, plan_axis
 
 CPU_BUDGET = 3 * 2**30
+CPU_MAX_TILE = 768  # per-pixel throughput drops for larger tiles on CPUs
 GPU_BUDGET_FRACTION = 0.5
 
 # the 8 dihedral transforms as (k rot90, flip) pairs, applied to the last two axes
@@ -106,10 +107,10 @@ def predict_slice_iter(
     """
     _, h, w = image.shape
     budget = memory_budget or _default_budget(device)
-    in_tile = tile or choose_tile(model, (h, w), budget)
+    in_tile = tile or choose_tile(model, (h, w), budget, _max_tile(device))
     plans = (plan_axis(model, h, in_tile), plan_axis(model, w, in_tile))
     per_tile = max(1, _tile_bytes(model, plans))
-    batch = batch_size or max(1, min(16, budget // per_tile))
+    batch = batch_size or max(1, min(1 if device.type == "cpu" else 16, budget // per_tile))
     padded = pad_image(image, plans, padding_mode)
     probs = np.zeros((model.n_classes, h, w), np.float32)
     spread = np.zeros((h, w), np.float32) if tta else None
@@ -137,6 +138,10 @@ def predict_slice_iter(
         done += len(chunk)
         yield done, total
     return probs, spread
+
+
+def _max_tile(device: torch.device) -> int | None:
+    return CPU_MAX_TILE if device.type == "cpu" else None
 
 
 def _tile_bytes(model: UNet, plans: tuple[AxisPlan, AxisPlan]) -> int:
@@ -252,9 +257,10 @@ def _shrink(
 ) -> tuple[int, int]:
     """Smaller batch, then smaller tile, after an out-of-memory error; give up clearly."""
     if batch is None or batch > 1:
-        return tile or choose_tile(model, tuple(shape), _default_budget(dev)), max(1, (batch or 2) // 2)
+        first = tile or choose_tile(model, tuple(shape), _default_budget(dev), _max_tile(dev))
+        return first, max(1, (batch or 2) // 2)
     smallest = model.valid_input_size(2 * model.halo + model.stride)
-    current = tile or choose_tile(model, tuple(shape), _default_budget(dev))
+    current = tile or choose_tile(model, tuple(shape), _default_budget(dev), _max_tile(dev))
     if current <= smallest:
         raise MemoryError(
             f"out of memory on {dev} even with one {current}px tile; use device='cpu' "

@@ -66,6 +66,17 @@ def plan_axis(model: UNet, length: int, in_tile: int) -> AxisPlan:
         out = useful_output(model, in_tile)
     step = max(stride, (out // stride) * stride)
     n_tiles = 1 if out >= length else 1 + -(-(length - out) // step)
+    # the smallest tile that still needs no more tiles wastes the least work at the far edge
+    while in_tile > stride:
+        smaller = in_tile - stride
+        try:
+            s_out = useful_output(model, smaller)
+        except ValueError:
+            break
+        s_step = (s_out // stride) * stride
+        if s_step < stride or (1 if s_out >= length else 1 + -(-(length - s_out) // s_step)) > n_tiles:
+            break
+        in_tile, out, step = smaller, s_out, s_step
     starts = tuple(i * step for i in range(n_tiles))
     pad_after = starts[-1] + in_tile - halo - length
     return AxisPlan(length, in_tile, out, step, starts, halo, pad_after)
@@ -128,10 +139,18 @@ def memory_per_tile(model: UNet, in_tile: int, bytes_per_value: int = 4) -> int:
     return int(total * bytes_per_value * 1.3)
 
 
-def choose_tile(model: UNet, shape: tuple[int, int], budget_bytes: int) -> int:
-    """Largest input tile whose activations fit in ``budget_bytes`` without exceeding the image."""
+def choose_tile(
+    model: UNet, shape: tuple[int, int], budget_bytes: int, max_tile: int | None = None
+) -> int:
+    """Largest input tile whose activations fit in ``budget_bytes`` without exceeding the image.
+
+    ``max_tile`` caps it: on CPUs, tiles beyond ~768 px fall out of cache and run slower
+    per pixel (measured in ``benchmarks/bench_predict.py``).
+    """
     stride = model.stride
     biggest = model.valid_input_size(max(shape) + 2 * model.halo)
+    if max_tile is not None:
+        biggest = min(biggest, max(max_tile, input_for_useful(model, stride)))
     best = input_for_useful(model, stride)
     size = best
     while size <= biggest:
