@@ -50,7 +50,7 @@ def _slices(text: str | None) -> list[int] | None:
         raise ValueError(f"--slices must be comma-separated integers, got {text!r}") from None
 
 
-def cmd_predict(a: argparse.Namespace) -> int:
+def _cmd_predict(a: argparse.Namespace) -> int:
     from .io import load_model
     from .largedata import is_large, predict_to_store
     from .postprocess import labels_from_probabilities
@@ -74,7 +74,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_weights(a: argparse.Namespace) -> int:
+def _cmd_weights(a: argparse.Namespace) -> int:
     from .weights import border_distances, border_weight_map
 
     labels = read_array(a.labels)
@@ -90,7 +90,7 @@ def cmd_weights(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(a: argparse.Namespace) -> int:
+def _cmd_train(a: argparse.Namespace) -> int:
     from .io import load_model, save_model
     from .model import UNet
     from .train import DEFAULT_ARCHITECTURE, TrainConfig, fine_tune
@@ -113,7 +113,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models(a: argparse.Namespace) -> int:
+def _cmd_models(a: argparse.Namespace) -> int:
     from .io import list_builtin_models, load_model
 
     names = list_builtin_models()
@@ -128,7 +128,7 @@ def cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(a: argparse.Namespace) -> int:
+def _cmd_evaluate(a: argparse.Namespace) -> int:
     from .metrics import evaluate_em, evaluate_nuclei
 
     truth, pred = read_array(a.truth), read_array(a.pred)
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=float, default=0.5)
     s.add_argument("--watershed", action="store_true", help="grow objects over borders")
     s.add_argument("--channel-axis", type=int, default=None)
-    s.set_defaults(func=cmd_predict)
+    s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("weights", help="border weight map (Eq. 2) of a label image")
     s.add_argument("labels")
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--d1")
     s.add_argument("--d2")
     s.add_argument("--no-class-balance", action="store_true")
-    s.set_defaults(func=cmd_weights)
+    s.set_defaults(func=_cmd_weights)
 
     s = sub.add_parser("train", help="train or fine-tune on annotated slices")
     s.add_argument("--images", required=True)
@@ -184,16 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="save a resumable checkpoint here")
     s.add_argument("--resume", help="resume from this checkpoint")
     s.add_argument("-o", "--output", required=True)
-    s.set_defaults(func=cmd_train)
+    s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("models", help="list the built-in models")
-    s.set_defaults(func=cmd_models)
+    s.set_defaults(func=_cmd_models)
 
     s = sub.add_parser("evaluate", help="score a prediction against ground truth (JSON)")
     s.add_argument("--truth", required=True)
     s.add_argument("--pred", required=True)
     s.add_argument("--kind", default="nuclei", choices=["nuclei", "em"])
-    s.set_defaults(func=cmd_evaluate)
+    s.set_defaults(func=_cmd_evaluate)
     return p
 
 
