@@ -155,3 +155,10 @@ def test_hostile_file_is_refused(tmp_path):
         load_model(bad)
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.pt")
+
+
+def test_lists_of_images_of_different_sizes(tiny_net, blobs):
+    img, lab = blobs
+    events, model = drive(fine_tune(tiny_net, [img, img[:60, :70]], [lab, lab[:60, :70]], cfg()))
+    assert len(events) == 3 and model.record["annotated_slices"] == [0, 1]
+    assert model.record["data_shapes"] == [[96, 96], [60, 70]]

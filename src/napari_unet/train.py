@@ -68,6 +68,8 @@ class TrainConfig:
         Save a resumable checkpoint here every ``checkpoint_every`` steps and at the end.
     checkpoint_every : int
         Steps between checkpoints.
+    schedule : str
+        Learning-rate schedule: ``"constant"`` or ``"cosine"`` (decay to 1% over ``steps``).
     """
 
     steps: int = 100
@@ -87,6 +89,7 @@ class TrainConfig:
     val_every: int = 0
     checkpoint_path: str | None = None
     checkpoint_every: int = 100
+    schedule: str = "constant"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict (for checkpoints and records)."""
@@ -139,31 +142,49 @@ def prepare_samples(
 ) -> tuple[list[_Sample], list[int]]:
     """Validate inputs and build normalised, padded training samples of the annotated slices.
 
+    ``images`` and ``labels`` are one array each, or two equally long lists of arrays
+    (images of different sizes); ``slices`` then index the concatenated slices.
+
     Raises
     ------
     ValueError
         Shape mismatch, no annotated slice, labels with a single class, NaN images or a
         model whose input channels do not match.
     """
-    view = as_image_view(images, model.in_channels, channel_axis)
-    lab = np.asarray(labels)
-    expected = (view.n_slices, *view.yx) if view.is_stack else view.yx
-    if lab.shape != tuple(expected):
-        raise ValueError(f"labels shape {lab.shape} differs from the image's spatial shape "
-                         f"{tuple(expected)}")
-    if lab.dtype.kind not in "uib":
-        raise ValueError(f"labels must be integers, got dtype {lab.dtype}")
-    lab3 = lab if view.is_stack else lab[None]
-    zs = list(slices) if slices is not None else annotated_slices(lab3, config.ignore_label)
-    zs = view.check_slices(zs) if zs else []
+    if isinstance(images, (list, tuple)) != isinstance(labels, (list, tuple)):
+        raise ValueError("pass images and labels both as arrays or both as lists")
+    pairs = list(zip(images, labels, strict=True)) if isinstance(images, (list, tuple)) \
+        else [(images, labels)]
+    if not pairs:
+        raise ValueError("no images given")
+    slabs = []
+    for img, lab in pairs:
+        view = as_image_view(img, model.in_channels, channel_axis)
+        lab = np.asarray(lab)
+        expected = (view.n_slices, *view.yx) if view.is_stack else view.yx
+        if lab.shape != tuple(expected):
+            raise ValueError(f"labels shape {lab.shape} differs from the image's spatial shape "
+                             f"{tuple(expected)}")
+        if lab.dtype.kind not in "uib":
+            raise ValueError(f"labels must be integers, got dtype {lab.dtype}")
+        lab3 = lab if view.is_stack else lab[None]
+        slabs += [(view, z, lab3[z]) for z in range(view.n_slices)]
+    if slices is not None:
+        zs = [int(z) for z in slices]
+        bad = [z for z in zs if not 0 <= z < len(slabs)]
+        if bad:
+            raise ValueError(f"slice index {bad[0]} out of range for {len(slabs)} slices")
+    else:
+        zs = [i for i, (_, _, lab) in enumerate(slabs) if _has_annotation(lab, config.ignore_label)]
     if not zs:
         raise ValueError("no annotated slice: paint labels on at least one slice first")
     norm = Normalization.from_dict(model.config.normalization)
     h = model.halo
     samples, n_fg, n_bg = [], 0, 0
-    for z in zs:
+    for i in zs:
+        view, z, lab = slabs[i]
         img = norm(view.slice(z), channel_axis=0)
-        target, weight = training_targets(lab3[z], w0=config.w0, sigma=config.sigma,
+        target, weight = training_targets(lab, w0=config.w0, sigma=config.sigma,
                                           class_balance=config.class_balance,
                                           ignore_label=config.ignore_label)
         n_fg += int(((target == 1) & (weight > 0)).sum())
@@ -275,6 +296,7 @@ def fine_tune(
         model.load_state_dict(ck["model"].state_dict())
         opt.load_state_dict(ck["optimizer"])
         start = int(ck["step"])
+    sched = _scheduler(opt, cfg, start)
     amp = devices.amp_dtype(dev) if cfg.amp else None
     scaler = torch.amp.GradScaler(dev.type, enabled=amp == torch.float16)
     in_tile = model.valid_input_size(cfg.tile + 2 * model.halo)
@@ -295,6 +317,7 @@ def fine_tune(
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+        sched.step()
         loss_val = float(loss.detach())
         ema = loss_val if ema is None else 0.9 * ema + 0.1 * loss_val
         _update_record(model, parent, samples, zs, step, ema, cfg)
@@ -308,6 +331,19 @@ def fine_tune(
         yield TrainEvent(step, cfg.steps, loss_val, time.perf_counter() - t0, metric)
     model.eval()
     return model
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, start: int) -> Any:
+    if cfg.schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {cfg.schedule!r}")
+
+    def factor(i: int) -> float:
+        if cfg.schedule == "constant":
+            return 1.0
+        t = min(1.0, (i + start) / max(1, cfg.steps))
+        return 0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def _augmented_crop(

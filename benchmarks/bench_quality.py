@@ -1,0 +1,184 @@
+"""Human-in-the-loop quality: a simulated expert corrects, the model fine-tunes, repeat.
+
+Per round: predict the next unseen image (nuclei) or slice (EM) with the current model,
+count the correction effort (objects to add, delete or change: unmatched truth plus
+unmatched predictions at IoU >= 0.5) and differing pixels, "correct" it by taking the
+ground truth, fine-tune on all corrected images so far with the default settings and a
+fixed CPU budget, and score the held-apart test split (benchmarks/datasets.py). Peers run
+in the same process on the same images: a random forest on multiscale features (the
+ilastik/APOC/convpaint approach) trained on the same corrected images, and Otsu.
+
+Last line: ``RESULT nuclei_f1_r0=... nuclei_f1_r3=... em_rand_r0=... em_rand_r2=... effort_drop=...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.feature import multiscale_basic_features, peak_local_max
+from skimage.filters import threshold_otsu
+from skimage.measure import label as cc_label
+from skimage.segmentation import watershed
+
+import datasets
+from napari_unet.io import load_model
+from napari_unet.metrics import evaluate_em, evaluate_nuclei, match_f1
+from napari_unet.normalize import Normalization
+from napari_unet.postprocess import labels_from_probabilities
+from napari_unet.predict import predict
+from napari_unet.train import TrainConfig, fine_tune
+
+
+def fine_tune_budget(model, images, labels, budget_s: float, cfg: TrainConfig) -> int:
+    """Fine-tune with default settings until the CPU budget is spent (cancel = stop iterating)."""
+    steps = 0
+    gen = fine_tune(model, images, labels, cfg)
+    for ev in gen:
+        steps = ev.step
+        if ev.elapsed >= budget_s:
+            break
+    gen.close()
+    model.eval()
+    return steps
+
+
+def seg_nuclei(model, image: np.ndarray) -> np.ndarray:
+    return labels_from_probabilities(predict(model, image, device="cpu"), watershed=True)
+
+
+def f1_mean(truths, preds) -> float:
+    return float(np.mean([match_f1(t, p)["f1"] for t, p in zip(truths, preds, strict=True)]))
+
+
+def effort(truth: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
+    m = match_f1(truth, pred)
+    return m["effort"], int(((truth > 0) != (pred > 0)).sum())
+
+
+# --- peers --------------------------------------------------------------------------------
+def rf_features(image: np.ndarray) -> np.ndarray:
+    x = Normalization()(image)
+    return multiscale_basic_features(x, intensity=True, edges=True, texture=True,
+                                     sigma_min=1, sigma_max=16)
+
+
+class ForestPeer:
+    """Random forest on multiscale features, retrained on all corrected images each round."""
+
+    def __init__(self) -> None:
+        self.X, self.y = [], []
+        self.clf = None
+
+    def add(self, image: np.ndarray, fg: np.ndarray, rng: np.random.Generator, n: int = 20000):
+        f = rf_features(image)
+        f = f.reshape(-1, f.shape[-1])
+        idx = rng.choice(f.shape[0], size=min(n, f.shape[0]), replace=False)
+        self.X.append(f[idx])
+        self.y.append(fg.reshape(-1)[idx].astype(np.uint8))
+        from sklearn.ensemble import RandomForestClassifier
+
+        self.clf = RandomForestClassifier(n_estimators=50, max_depth=12, n_jobs=2, random_state=0)
+        self.clf.fit(np.concatenate(self.X), np.concatenate(self.y))
+
+    def prob(self, image: np.ndarray) -> np.ndarray:
+        f = rf_features(image)
+        return self.clf.predict_proba(f.reshape(-1, f.shape[-1]))[:, 1].reshape(image.shape)
+
+
+def otsu_cc(image: np.ndarray) -> np.ndarray:
+    return cc_label(image > threshold_otsu(image), connectivity=1)
+
+
+def otsu_watershed(image: np.ndarray) -> np.ndarray:
+    mask = image > threshold_otsu(image)
+    dist = ndi.distance_transform_edt(mask)
+    peaks = peak_local_max(dist, min_distance=5, labels=cc_label(mask), exclude_border=False)
+    markers = np.zeros(image.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    return watershed(-dist, markers, mask=mask)
+
+
+# --- the two experiments -------------------------------------------------------------------
+def nuclei_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
+    model = load_model("nuclei-fluorescence")
+    test_img, test_lab = datasets.nuclei(datasets.NUCLEI_TEST)
+    pool_img, pool_lab = datasets.nuclei(datasets.NUCLEI_ROUNDS)
+    rng = np.random.default_rng(0)
+    forest = ForestPeer()
+    print(f"\nNUCLEI  test: {len(test_img)} images; fine-tune budget {budget:.0f}s/round (CPU)")
+    print(f"Otsu+CC F1 {f1_mean(test_lab, [otsu_cc(i) for i in test_img]):.3f}   "
+          f"Otsu+watershed F1 {f1_mean(test_lab, [otsu_watershed(i) for i in test_img]):.3f}")
+    print("round  effort(next img)  px_diff  test_effort/img  unet_F1  forest_F1  steps")
+    done_img, done_lab, out = [], [], {}
+    for r in range(rounds + 1):
+        preds = [seg_nuclei(model, im) for im in test_img]
+        f1 = f1_mean(test_lab, preds)
+        test_eff = float(np.mean([effort(t, p)[0] for t, p in zip(test_lab, preds, strict=True)]))
+        forest_f1 = float("nan")
+        if forest.clf is not None:
+            forest_f1 = f1_mean(test_lab, [cc_label(forest.prob(i) > 0.5, connectivity=1)
+                                           for i in test_img])
+        nxt_eff, nxt_px, steps = (float("nan"), float("nan"), 0)
+        if r < rounds:
+            nxt_eff, nxt_px = effort(pool_lab[r], seg_nuclei(model, pool_img[r]))
+            done_img.append(pool_img[r])
+            done_lab.append(pool_lab[r])
+            forest.add(pool_img[r], pool_lab[r] > 0, rng)
+        print(f"{r:5d}  {nxt_eff:16}  {nxt_px:7}  {test_eff:15.1f}  {f1:7.3f}  {forest_f1:9.3f}")
+        out[r] = {"f1": f1, "effort": test_eff, "forest_f1": forest_f1}
+        if r < rounds:
+            steps = fine_tune_budget(model, done_img, done_lab, budget, cfg)
+            print(f"       (fine-tuned {steps} steps on {len(done_img)} corrected images)")
+    return out
+
+
+def em_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
+    model = load_model("em-membranes")
+    test_img, test_lab = datasets.em(datasets.EM_TEST)
+    pool_img, pool_lab = datasets.em(datasets.EM_ROUNDS)
+    rng = np.random.default_rng(0)
+    forest = ForestPeer()
+    print(f"\nEM  test: slices {list(datasets.EM_TEST)}; budget {budget:.0f}s/round (CPU)")
+    print("round  unet_rand  unet_pixel_err  forest_rand  forest_pixel_err  steps")
+    done_img, done_lab, out = [], [], {}
+    for r in range(rounds + 1):
+        prob = predict(model, test_img, device="cpu")[1]
+        s = evaluate_em(test_lab, prob)
+        fr = {"adapted_rand_error": float("nan"), "pixel_error": float("nan")}
+        if forest.clf is not None:
+            fr = evaluate_em(test_lab, np.stack([forest.prob(i) for i in test_img]))
+        print(f"{r:5d}  {s['adapted_rand_error']:9.4f}  {s['pixel_error']:14.4f}  "
+              f"{fr['adapted_rand_error']:11.4f}  {fr['pixel_error']:16.4f}")
+        out[r] = {"rand": s["adapted_rand_error"], "pixel": s["pixel_error"],
+                  "forest_rand": fr["adapted_rand_error"]}
+        if r < rounds:
+            done_img.append(pool_img[r])
+            done_lab.append(pool_lab[r])
+            forest.add(pool_img[r], pool_lab[r] > 0, rng)
+            steps = fine_tune_budget(model, done_img, done_lab, budget, cfg)
+            print(f"       (fine-tuned {steps} steps on {len(done_img)} corrected slices)")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--budget", type=float, default=120.0, help="CPU seconds per round")
+    a = ap.parse_args()
+    cfg = TrainConfig(device="cpu")  # the defaults a user gets
+    t0 = time.time()
+    nuc = nuclei_rounds(a.rounds, a.budget, copy.deepcopy(cfg))
+    em = em_rounds(a.rounds, a.budget, copy.deepcopy(cfg))
+    drop = 1 - nuc[a.rounds]["effort"] / max(nuc[0]["effort"], 1e-9)
+    print(f"\nwall {time.time() - t0:.0f}s")
+    print(f"RESULT nuclei_f1_r0={nuc[0]['f1']:.3f} nuclei_f1_r3={nuc[min(3, a.rounds)]['f1']:.3f} "
+          f"em_rand_r0={em[0]['rand']:.4f} em_rand_r2={em[min(2, a.rounds)]['rand']:.4f} "
+          f"effort_drop={drop:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The development data in ../shared/data and the fixed splits used by the starter models
+and the benchmarks. Test images are in no training set, the starter models' included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from skimage.measure import label as cc_label
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# DSB2018 fluorescence: (stack, indices)
+NUCLEI_TRAIN = {"fluo_520x696": range(0, 30), "fluo_256": range(0, 170)}
+NUCLEI_ROUNDS = {"fluo_520x696": range(30, 35)}  # images "corrected" by the simulated expert
+NUCLEI_TEST = {"fluo_520x696": range(35, 45), "fluo_256": range(170, 200)}
+
+# ISBI 2012 EM slices
+EM_TRAIN = range(0, 10)
+EM_ROUNDS = range(10, 13)
+EM_TEST = range(13, 20)
+
+
+def available() -> bool:
+    return (DATA / "dsb2018").is_dir() and (DATA / "isbi2012").is_dir()
+
+
+def _stack(name: str) -> tuple[np.ndarray, np.ndarray]:
+    d = DATA / "dsb2018"
+    return (tifffile.imread(d / f"{name}_images.tif"), tifffile.imread(d / f"{name}_labels.tif"))
+
+
+def nuclei(split: dict[str, range]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Lists of (image, instance labels) for a split."""
+    images, labels = [], []
+    for name, idx in split.items():
+        img, lab = _stack(name)
+        images += [img[i] for i in idx]
+        labels += [lab[i] for i in idx]
+    return images, labels
+
+
+def em(indices: range) -> tuple[np.ndarray, np.ndarray]:
+    """(images, instance labels = 4-connected components of the interior) for slices."""
+    d = DATA / "isbi2012"
+    img = tifffile.imread(d / "images.tif")[list(indices)]
+    lab = tifffile.imread(d / "labels.tif")[list(indices)]
+    inst = np.stack([cc_label(s > 0, connectivity=1) for s in lab]).astype(np.int32)
+    return img, inst

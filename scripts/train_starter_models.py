@@ -1,0 +1,106 @@
+"""Train the built-in models from ../shared/data with fixed seeds, using the project's API.
+
+    .venv/bin/python scripts/train_starter_models.py [nuclei|em|all] [--steps N] [--device auto]
+
+Writes src/napari_unet/models/<name>.pt (fp16, a few MB). Splits are in
+benchmarks/datasets.py; test images are never trained on. Wall time on this project's
+2-core CPU machine is printed at the end and recorded in docs/models.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import datasets  # noqa: E402
+
+from napari_unet.augment import AugmentConfig  # noqa: E402
+from napari_unet.io import save_model  # noqa: E402
+from napari_unet.metrics import evaluate_em, evaluate_nuclei  # noqa: E402
+from napari_unet.model import UNet  # noqa: E402
+from napari_unet.postprocess import labels_from_probabilities  # noqa: E402
+from napari_unet.predict import predict  # noqa: E402
+from napari_unet.train import TrainConfig, fine_tune  # noqa: E402
+
+OUT = ROOT / "src" / "napari_unet" / "models"
+
+RECIPES = {
+    "nuclei-fluorescence": dict(
+        arch=dict(depth=4, base_channels=16, padding="valid", dropout=0.1),
+        train=dict(steps=2000, lr=1e-3, optimizer="adam", tile=192, schedule="cosine"),
+        description="Fluorescence nuclei (DSB2018 stage1 fluorescence, CC0).",
+    ),
+    "em-membranes": dict(
+        arch=dict(depth=5, base_channels=16, padding="valid", dropout=0.1),
+        train=dict(steps=1200, lr=1e-3, optimizer="adam", tile=192, schedule="cosine",
+                   class_balance=True),
+        description="Cell interior vs membrane in serial-section TEM (ISBI 2012 slices 0-9).",
+    ),
+}
+
+
+def train(name: str, steps: int | None, device: str, seed: int = 0) -> None:
+    recipe = RECIPES[name]
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    names = ["background", "nucleus"] if name.startswith("nuclei") else ["membrane", "interior"]
+    model = UNet(class_names=names, **recipe["arch"])
+    if name.startswith("nuclei"):
+        images, labels = datasets.nuclei(datasets.NUCLEI_TRAIN)
+        data = "dsb2018 " + ", ".join(f"{k}[{r.start}:{r.stop}]" for k, r in datasets.NUCLEI_TRAIN.items())
+    else:
+        img, lab = datasets.em(datasets.EM_TRAIN)
+        images, labels = list(img), list(lab)
+        data = f"isbi2012 slices {datasets.EM_TRAIN.start}-{datasets.EM_TRAIN.stop - 1}"
+    cfg = TrainConfig(device=device, seed=seed, augment=AugmentConfig(), **recipe["train"])
+    if steps:
+        cfg.steps = steps
+    t0 = time.time()
+    for ev in fine_tune(model, images, labels, cfg):
+        if ev.step % 100 == 0 or ev.step == cfg.steps:
+            print(f"{name} step {ev.step}/{cfg.steps} loss {ev.loss:.4f} "
+                  f"{ev.elapsed:.0f}s", flush=True)
+    wall = time.time() - t0
+    model.record.update({"name": name, "description": recipe["description"], "data": data,
+                         "parent": None, "wall_time_s": round(wall), "seed": seed,
+                         "licence": "CC0 data" if name.startswith("nuclei") else
+                         "trained on ISBI 2012 (no licence stated); weights for research use"})
+    model.record["metrics"] = quick_eval(name, model, device)
+    save_model(model, OUT / f"{name}.pt", half=True)
+    print(f"{name}: wall {wall:.0f}s metrics {model.record['metrics']}", flush=True)
+
+
+def quick_eval(name: str, model: UNet, device: str) -> dict:
+    if name.startswith("nuclei"):
+        images, labels = datasets.nuclei(datasets.NUCLEI_TEST)
+        preds = [labels_from_probabilities(predict(model, im, device=device), watershed=True)
+                 for im in images]
+        scores = [evaluate_nuclei(t, p) for t, p in zip(labels, preds, strict=True)]
+        return {"test_f1": float(np.mean([s["f1"] for s in scores])), "n_test": len(scores)}
+    img, lab = datasets.em(datasets.EM_TEST)
+    prob = predict(model, img, device=device)[1]
+    return {"test_" + k: v for k, v in evaluate_em(lab, prob).items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("which", nargs="?", default="all", choices=["nuclei", "em", "all"])
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    for name in RECIPES:
+        if a.which in ("all", name.split("-")[0]):
+            train(name, a.steps, a.device)
+
+
+if __name__ == "__main__":
+    main()
