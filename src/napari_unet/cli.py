@@ -75,13 +75,14 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _cmd_weights(a: argparse.Namespace) -> int:
-    from .weights import border_distances, border_weight_map
+    from .weights import border_distances, border_weight_map, separation_borders
 
     labels = read_array(a.labels)
     w = border_weight_map(labels, w0=a.w0, sigma=a.sigma, class_balance=not a.no_class_balance)
     write_array(a.output, w.astype(np.float32))
     if a.d1 or a.d2:
-        d1, d2 = border_distances(labels)
+        # distances to the separated objects: the ones the border term of w uses
+        d1, d2 = border_distances(separation_borders(labels))
         if a.d1:
             write_array(a.d1, d1)
         if a.d2:
