@@ -317,12 +317,13 @@ def test_bad_input_other_functions():
 
 @pytest.mark.parametrize("block", [1, 150, 5000])
 def test_row_blocks_and_threads_give_identical_results(monkeypatch, block):
+    import napari_unet.distances as dmod
     import napari_unet.weights as wmod
 
     lab = blobs((90, 230), 40, seed=8)
     w_ref = border_weight_map(lab)
     d_ref = border_distances(lab, max_distance=9.0)
-    monkeypatch.setattr(wmod, "_BLOCK_ELEMENTS", block)  # many blocks: state carried over
+    monkeypatch.setattr(dmod, "_BLOCK_ELEMENTS", block)  # many blocks: state carried over
     monkeypatch.setattr(wmod, "_THREAD_MIN_PIXELS", 0)
     monkeypatch.setattr(wmod, "THREADS", 2)  # two vertical strips with a halo
     strips = []
