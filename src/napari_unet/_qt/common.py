@@ -1,0 +1,257 @@
+"""Small pieces shared by the docks: layer pickers, slice helpers and the job runner.
+
+Every heavy computation runs in a napari ``thread_worker`` over a generator from the
+core; :func:`start_job` wires it to a dock (progress, result, errors as notifications,
+cancel, and a clean stop when the dock or the viewer window goes away).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.qt.threading import GeneratorWorker, thread_worker
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QObject, QTimer
+from qtpy.QtWidgets import QApplication, QComboBox, QWidget
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JobFailed:
+    """Returned by a job instead of raising: the error becomes a notification."""
+
+    error: BaseException
+
+    @property
+    def message(self) -> str:
+        """The core's message (or the exception type when it has none)."""
+        return str(self.error) or type(self.error).__name__
+
+
+def _guarded(state: dict[str, Any]) -> Generator:
+    """Drive ``state["factory"]()`` and turn its exceptions into a :class:`JobFailed`."""
+    try:
+        inner = state.pop("factory")()
+        state["inner"] = inner
+        result = yield from inner
+    except Exception as err:  # noqa: BLE001 - every failure becomes a notification
+        logger.debug("napari-unet job failed", exc_info=True)
+        return JobFailed(err)
+    return result
+
+
+def start_job(
+    factory: Callable[[], Generator],
+    *,
+    owner: QWidget,
+    viewer: napari.Viewer | None = None,
+    on_yield: Callable[[Any], None] | None = None,
+    on_return: Callable[[Any], None] | None = None,
+    on_finish: Callable[[], None] | None = None,
+    what: str = "napari-unet",
+) -> GeneratorWorker:
+    """Run a generator in a napari thread worker and connect it to a dock.
+
+    Parameters
+    ----------
+    factory : callable
+        Called in the worker thread; returns the generator to drive (a core
+        generator, or a small generator that ``yield from``-s one).
+    owner : QWidget
+        The dock. When it is destroyed (closing napari destroys its docks) or the
+        application quits, the job is stopped and the callbacks are not called.
+    viewer : napari.Viewer, optional
+        The viewer the results go to (unused; closing it destroys ``owner``).
+    on_yield, on_return, on_finish : callable, optional
+        Called in the GUI thread with each yielded value, with the returned value
+        (not on failure or cancel) and at the very end (always).
+    what : str
+        Prefix of the error notification.
+
+    Returns
+    -------
+    GeneratorWorker
+        The worker, started as soon as control returns to the Qt event loop;
+        ``worker.quit()`` cancels at the next yield.
+    """
+    state: dict[str, Any] = {"factory": factory}
+    worker = thread_worker(_guarded, start_thread=False)(state)
+    alive = [True]  # False once the dock is gone: its callbacks must not run then
+    app = QApplication.instance()
+
+    def _stop(*_: Any) -> None:
+        alive[0] = False
+        try:
+            worker.quit()
+        except RuntimeError:  # the worker object itself is already gone
+            pass
+
+    def _yielded(value: Any) -> None:
+        if alive[0] and on_yield is not None:
+            on_yield(value)
+
+    def _returned(value: Any) -> None:
+        if not alive[0]:
+            return
+        if isinstance(value, JobFailed):
+            show_error(f"{what}: {value.message}")
+            return
+        if on_return is not None:
+            on_return(value)
+
+    def _finished() -> None:
+        inner = state.pop("inner", None)
+        if inner is not None:  # cancelled: release the suspended core generator now
+            inner.close()
+        state.clear()
+        signals = [owner.destroyed] if alive[0] else []  # a dead owner has no signals
+        if app is not None:
+            signals.append(app.aboutToQuit)
+        for signal in signals:
+            try:
+                signal.disconnect(_stop)
+            except (TypeError, RuntimeError):
+                pass
+        if alive[0] and on_finish is not None:
+            on_finish()
+
+    worker.yielded.connect(_yielded)
+    worker.returned.connect(_returned)
+    worker.finished.connect(_finished)
+    owner.destroyed.connect(_stop)
+    if app is not None:
+        app.aboutToQuit.connect(_stop)
+    # Start from the event loop: whoever gets the worker back can connect to its signals
+    # first (no result is ever emitted before a caller could listen).
+    QTimer.singleShot(0, worker.start)
+    return worker
+
+
+def connect_event(owner: QObject, emitter: Any, callback: Callable) -> None:
+    """Connect a napari event to ``callback`` and disconnect it when ``owner`` dies."""
+    emitter.connect(callback)
+
+    def _disconnect(*_: Any) -> None:
+        try:
+            emitter.disconnect(callback)
+        except (ValueError, RuntimeError, TypeError):
+            pass
+
+    owner.destroyed.connect(_disconnect)
+
+
+class LayerCombo(QComboBox):
+    """A combo box listing the viewer's layers of some types, kept in sync.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    layer_type : type or tuple of type
+        Layer classes to list, e.g. ``napari.layers.Image``.
+    parent : QWidget, optional
+        Parent widget.
+    """
+
+    def __init__(self, viewer: napari.Viewer, layer_type: Any, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._viewer = viewer
+        self._type = layer_type
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        self.refresh()
+        self._add_callbacks()
+
+    def _add_callbacks(self) -> None:
+        events = self._viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.moved, events.changed):
+            connect_event(self, emitter, self.refresh)
+        connect_event(self, events.inserted, self._watch_name)
+        for layer in self._viewer.layers:
+            layer.events.name.connect(self.refresh)
+
+    def _watch_name(self, event: Any) -> None:
+        event.value.events.name.connect(self.refresh)
+
+    def refresh(self, *_: Any) -> None:
+        """Re-list the layers, keeping the current choice when it still exists."""
+        current = self.currentText()
+        names = [lay.name for lay in self._viewer.layers if isinstance(lay, self._type)]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+        if self.currentText() != current:
+            self.currentTextChanged.emit(self.currentText())
+
+    def layer(self) -> Layer | None:
+        """Return the selected layer, or None."""
+        name = self.currentText()
+        if name and name in self._viewer.layers:
+            return self._viewer.layers[name]
+        return None
+
+    def set_layer(self, layer: Layer | str) -> None:
+        """Select ``layer`` (or a layer name)."""
+        self.refresh()
+        self.setCurrentText(layer if isinstance(layer, str) else layer.name)
+
+
+def unwrap(obj: Any) -> Any:
+    """Return the object behind napari's ``PublicOnlyProxy`` (plugin docks get proxies)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def same_layer(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same layer, proxied or not."""
+    return a is not None and b is not None and unwrap(a) is unwrap(b)
+
+
+def image_channel_axis(layer: Layer) -> int | None:
+    """Channel axis of an Image layer's data: ``-1`` for RGB(A) layers, else None."""
+    return -1 if getattr(layer, "rgb", False) else None
+
+
+def spatial_ndim(layer: Layer) -> int:
+    """Spatial dimensions of a layer (``layer.ndim`` excludes the RGB axis already)."""
+    return int(layer.ndim)
+
+
+def current_slice(viewer: napari.Viewer, layer: Layer) -> int:
+    """Index of the Z slice of ``layer`` shown in the viewer (0 for 2D layers)."""
+    if spatial_ndim(layer) < 3:
+        return 0
+    n = int(layer.data.shape[0])
+    try:
+        pos = layer.world_to_data(viewer.dims.point)
+        z = int(np.round(pos[-3]))
+    except (IndexError, ValueError, TypeError):
+        z = int(viewer.dims.current_step[-3])
+    return int(np.clip(z, 0, n - 1))
+
+
+def go_to_slice(viewer: napari.Viewer, layer: Layer, z: int) -> None:
+    """Show slice ``z`` of a ``(Z, Y, X)`` layer in the viewer (``dims.set_current_step``)."""
+    if spatial_ndim(layer) < 3:
+        return
+    axis = viewer.dims.ndim - spatial_ndim(layer)
+    world_z = float(layer.data_to_world([z, 0, 0])[0])
+    rng = viewer.dims.range[axis]
+    step = int(np.round((world_z - rng.start) / (rng.step or 1.0)))
+    viewer.dims.set_current_step(axis, step)
+
+
+def n_slices(layer: Layer) -> int:
+    """Return the number of Z slices (1 for 2D layers)."""
+    return int(layer.data.shape[0]) if spatial_ndim(layer) >= 3 else 1

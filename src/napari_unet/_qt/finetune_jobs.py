@@ -1,0 +1,65 @@
+"""Worker generators of the Fine-tune dock: training and the augmentation preview."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .session import ModelVersion
+
+
+def finetune_iter(
+    version: ModelVersion, images: Any, labels: np.ndarray, config: Any,
+    slices: Sequence[int] | None, channel_axis: int | None,
+) -> Generator[Any, None, Any]:
+    """Fine-tune a copy of ``version``'s model; yields ``TrainEvent`` and returns the copy.
+
+    The version's own model is never modified, so cancelling (stopping the worker)
+    leaves it exactly as it was.
+    """
+    from ..train import fine_tune
+
+    base = version.get_model()
+    model = copy.deepcopy(base)
+    model.record["name"] = version.name
+    trained = yield from fine_tune(model, images, labels, config, slices=slices,
+                                   channel_axis=channel_axis)
+    return trained
+
+
+def preview_iter(
+    image: np.ndarray, labels: np.ndarray, channel_axis: int | None, seed: int | None,
+) -> Generator[str, None, tuple[np.ndarray, np.ndarray]]:
+    """One randomly augmented (elastic, flips, rotation, intensity) sample of a 2D slice.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(Y, X)`` or, with ``channel_axis``, a multichannel 2D image.
+    labels : numpy.ndarray
+        ``(Y, X)`` labels.
+    channel_axis : int, optional
+        Channel axis of ``image``.
+    seed : int, optional
+        Random seed (None: a new sample each time).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The augmented image (``(Y, X)`` or ``(C, Y, X)``, normalised) and labels.
+    """
+    from ..augment import AugmentConfig, augment_sample
+    from ..normalize import Normalization
+
+    yield "normalising"
+    img = np.asarray(image, np.float32)
+    if channel_axis is not None:
+        img = np.moveaxis(img, channel_axis, 0)
+    img = Normalization()(img, channel_axis=0 if img.ndim == 3 else None)
+    yield "augmenting"
+    rng = np.random.default_rng(seed)
+    out_img, out_lab, _ = augment_sample(img, np.asarray(labels), None, AugmentConfig(), rng)
+    return np.asarray(out_img, np.float32), np.asarray(out_lab)

@@ -1,0 +1,326 @@
+"""The Segment dock: predict labels for an image layer with the current model version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .common import LayerCombo, current_slice, go_to_slice, image_channel_axis, start_job
+from .segment_job import (
+    PREDICTED_KEY,
+    SegmentOutput,
+    SegmentRequest,
+    apply_segmentation,
+    confirm_targets,
+    labels_name,
+    layer_is_stack,
+    next_slice_to_correct,
+    segment_iter,
+)
+from .session import get_session
+
+if TYPE_CHECKING:
+    import napari
+
+LOAD_FILE = "Load from file…"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SCOPES = ("current slice", "whole stack")
+
+
+def ask_overwrite(parent: QWidget, slices: Sequence[int]) -> bool:
+    """Ask whether corrected ``slices`` may be overwritten (a modal QMessageBox)."""
+    listed = ", ".join(str(z) for z in slices)
+    answer = QMessageBox.question(
+        parent, "Overwrite corrected slices?",
+        f"Slice(s) {listed} are marked as corrected. Overwrite them with the new "
+        "prediction?\n(No: keep your corrections and segment the other slices only.)",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
+class SegmentWidget(QWidget):
+    """Segment an image layer into a Labels layer ``"<image> labels"``.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer (injected by napari).
+
+    Attributes
+    ----------
+    confirm_overwrite : callable
+        ``confirm_overwrite(slices) -> bool``, asked before corrected slices are
+        overwritten; replace it to answer without a dialog (tests, scripts).
+    worker : GeneratorWorker or None
+        The running job.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = get_session()
+        self.worker: Any = None
+        self.last_output: SegmentOutput | None = None
+        self.confirm_overwrite: Callable[[Sequence[int]], bool] = lambda s: ask_overwrite(self, s)
+
+        self.image_combo = LayerCombo(napari_viewer, Image, self)
+        self.model_combo = QComboBox(self)
+        self.device_combo = QComboBox(self)
+        self.device_combo.addItems(DEVICES)
+        self.device_label = QLabel(self)
+        self.scope_combo = QComboBox(self)
+        self.scope_combo.addItems(SCOPES)
+        self.tta_check = QCheckBox("test-time augmentation", self)
+        self.tta_check.setToolTip("Average over the 8 flips/rotations (slower, often better)")
+        self.prob_check = QCheckBox("probability", self)
+        self.unc_check = QCheckBox("uncertainty", self)
+        self.unc_check.setChecked(True)
+        self.unc_check.setToolTip("Softmax entropy, or the spread across TTA transforms")
+        self.threshold_spin = QDoubleSpinBox(self)
+        self.threshold_spin.setRange(0.01, 0.99)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setValue(0.5)
+        self.watershed_check = QCheckBox("watershed (grow over borders)", self)
+        self.min_size_spin = QSpinBox(self)
+        self.min_size_spin.setRange(0, 100000)
+        self.run_button = QPushButton("Segment", self)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setEnabled(False)
+        self.next_button = QPushButton("Next slice to correct", self)
+        self.next_button.setToolTip("Go to the unmarked slice with the highest mean uncertainty")
+        self.progress = QProgressBar(self)
+        self.status = QLabel("", self)
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("model", self.model_combo)
+        device_row = QHBoxLayout()
+        device_row.addWidget(self.device_combo)
+        device_row.addWidget(self.device_label)
+        form.addRow("device", device_row)
+        form.addRow("scope", self.scope_combo)
+        form.addRow("", self.tta_check)
+        outputs = QHBoxLayout()
+        outputs.addWidget(self.prob_check)
+        outputs.addWidget(self.unc_check)
+        form.addRow("also add", outputs)
+        form.addRow("threshold", self.threshold_spin)
+        form.addRow("min size (px)", self.min_size_spin)
+        form.addRow("", self.watershed_check)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.next_button)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self._fill_models()
+        self._show_device()
+        self._update_scope()
+        self._add_callbacks()
+
+    def _add_callbacks(self) -> None:
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.next_button.clicked.connect(self.go_to_next_slice)
+        self.model_combo.activated.connect(self._on_model_chosen)
+        self.device_combo.currentTextChanged.connect(self._show_device)
+        self.image_combo.currentTextChanged.connect(self._update_scope)
+        self.session.versions_changed.connect(self._fill_models)
+        self.session.current_changed.connect(self._fill_models)
+
+    # --- model list ----------------------------------------------------------------
+    def _fill_models(self, *_: Any) -> None:
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for version in self.session.versions():
+            self.model_combo.addItem(version.name)
+            tip = f"{version.kind}, added {version.created:%Y-%m-%d %H:%M:%S}"
+            if version.parent:
+                tip += f", from {version.parent}"
+            self.model_combo.setItemData(self.model_combo.count() - 1, tip,
+                                         Qt.ItemDataRole.ToolTipRole)
+        self.model_combo.addItem(LOAD_FILE)
+        self.model_combo.setCurrentText(self.session.current.name)
+        self.model_combo.blockSignals(False)
+
+    def _on_model_chosen(self, index: int) -> None:
+        name = self.model_combo.itemText(index)
+        if name == LOAD_FILE:
+            path, _ = QFileDialog.getOpenFileName(self, "Load a U-Net model", "",
+                                                  "napari-unet models (*.pt);;All files (*)")
+            if path:
+                self.load_model_file(path)
+            else:
+                self._fill_models()
+            return
+        self.session.set_current(name)
+
+    def load_model_file(self, path: str) -> None:
+        """Add a model file to the session's list and select it."""
+        self.session.add_file(path)
+
+    # --- options -------------------------------------------------------------------
+    def _show_device(self, *_: Any) -> None:
+        from ..devices import resolve_device
+
+        try:
+            dev = resolve_device(self.device_combo.currentText())
+        except ValueError as err:
+            self.device_label.setText("unavailable")
+            self.device_label.setToolTip(str(err))
+            return
+        self.device_label.setText(f"using {dev.type}")
+        self.device_label.setToolTip("")
+
+    def _update_scope(self, *_: Any) -> None:
+        image = self.image_combo.layer()
+        stack = image is not None and layer_is_stack(image)
+        self.scope_combo.setEnabled(stack)
+
+    def _target_slices(self, image: Image) -> list[int] | None:
+        if not layer_is_stack(image):
+            return None
+        if self.scope_combo.currentText() == SCOPES[0]:
+            return [current_slice(self.viewer, image)]
+        return list(range(int(image.data.shape[0])))
+
+    # --- run -----------------------------------------------------------------------
+    def run(self, *_: Any, slices: Sequence[int] | None = None) -> Any:
+        """Segment the selected image (current slice or whole stack); returns the worker.
+
+        Parameters
+        ----------
+        slices : sequence of int, optional
+            Slices to segment instead of the scope setting (stacks only).
+
+        Returns
+        -------
+        GeneratorWorker or None
+            The job, or None when nothing was started.
+        """
+        image = self.image_combo.layer()
+        if image is None:
+            show_error("Segment: add or choose an image layer first")
+            return None
+        if self.worker is not None:
+            show_info("Segment: a job is already running")
+            return None
+        targets = list(slices) if slices is not None and layer_is_stack(image) else (
+            self._target_slices(image))
+        name = labels_name(image)
+        labels = self.viewer.layers[name] if name in self.viewer.layers else None
+        marked = confirm_targets(labels, targets if targets is not None else [0])
+        keep: list[int] = []
+        if marked and not self.confirm_overwrite(marked):
+            keep = marked
+            if targets is None or not set(targets) - set(keep):
+                show_info("Segment: every chosen slice is marked as corrected; nothing to do")
+                return None
+            targets = [z for z in targets if z not in keep]
+        req = SegmentRequest(
+            image=image.data, channel_axis=image_channel_axis(image), slices=targets,
+            device=self.device_combo.currentText(), tta=self.tta_check.isChecked(),
+            uncertainty=self.unc_check.isChecked(), threshold=self.threshold_spin.value(),
+            watershed=self.watershed_check.isChecked(), min_size=self.min_size_spin.value(),
+        )
+        version = self.session.current
+        self._set_running(True)
+        self.status.setText(f"segmenting {image.name} with {version.name}…")
+
+        def _done(out: SegmentOutput) -> None:
+            self._apply(image, out, keep)
+
+        self.worker = start_job(
+            lambda: segment_iter(version, req), owner=self, viewer=self.viewer,
+            on_yield=self._on_progress, on_return=_done, on_finish=self._on_finished,
+            what="Segment",
+        )
+        return self.worker
+
+    def _apply(self, image: Image, out: SegmentOutput, keep: Sequence[int]) -> None:
+        self.last_output = out
+        if image not in self.viewer.layers:
+            return
+        try:
+            apply_segmentation(self.viewer, image, out, keep=keep,
+                               probability=self.prob_check.isChecked(),
+                               uncertainty=self.unc_check.isChecked())
+        except ValueError as err:
+            show_error(f"Segment: {err}")
+            return
+        self.device_label.setText(f"using {out.device}")
+        where = f"slice {out.slices[0]}" if out.is_stack and len(out.slices) == 1 else (
+            f"{len(out.slices)} slices" if out.is_stack else "the image")
+        self.status.setText(f"segmented {where} on {out.device}")
+
+    def _on_progress(self, event: Any) -> None:
+        self.progress.setMaximum(max(1, int(event.total)))
+        self.progress.setValue(int(event.done))
+        self.status.setText(f"slice {event.z}: tile {event.done}/{event.total}, "
+                            f"{event.elapsed:.1f} s")
+
+    def cancel(self, *_: Any) -> None:
+        """Stop the running job; the layers keep their last state."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("cancelling…")
+
+    def _on_finished(self) -> None:
+        aborted = self.worker is not None and self.worker.abort_requested
+        self.worker = None
+        self._set_running(False)
+        if aborted:
+            self.status.setText("cancelled")
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if not running:
+            self.progress.setValue(self.progress.maximum() if self.progress.value() else 0)
+
+    # --- review --------------------------------------------------------------------
+    def go_to_next_slice(self, *_: Any) -> int | None:
+        """Jump to the unmarked slice with the highest mean uncertainty; returns it."""
+        image = self.image_combo.layer()
+        name = f"{image.name} uncertainty" if image is not None else ""
+        if image is None or name not in self.viewer.layers:
+            show_info("Next slice: segment with 'uncertainty layer' checked first")
+            return None
+        unc = self.viewer.layers[name]
+        labels_layer = self.viewer.layers[labels_name(image)] \
+            if labels_name(image) in self.viewer.layers else None
+        corrected = self.session.corrected(labels_layer) if labels_layer is not None else []
+        z = next_slice_to_correct(unc.data, unc.metadata.get(PREDICTED_KEY, []), corrected)
+        if z is None:
+            show_info("Next slice: every predicted slice is marked as corrected")
+            return None
+        go_to_slice(self.viewer, image, z)
+        self.status.setText(f"slice {z} has the highest mean uncertainty")
+        return z

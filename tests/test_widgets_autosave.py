@@ -1,0 +1,97 @@
+"""Autosave: debounced after painting, immediate on marking, atomic, and resumable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_unet._qt.autosave import (  # noqa: E402
+    SUFFIX,
+    autosave_path,
+    read_autosave,
+    write_autosave,
+)
+from napari_unet._qt.session import get_session  # noqa: E402
+
+TIMEOUT = 30_000
+
+
+@pytest.fixture(autouse=True)
+def _autosave_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_UNET_AUTOSAVE_DIR", str(tmp_path / "default"))
+    get_session().reset()
+
+
+def _dock(viewer, folder):
+    viewer.open_sample("napari-unet", "nuclei")
+    labels = viewer.layers["nuclei ground truth"]
+    labels.visible = True
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    widget.image_combo.set_layer("nuclei")
+    widget.labels_combo.set_layer(labels)
+    widget.correction.set_folder(folder)
+    return widget, labels
+
+
+def test_write_and_read_are_atomic_roundtrip(tmp_path):
+    lab = np.arange(24, dtype=np.int32).reshape(2, 3, 4)
+    path = write_autosave(tmp_path / "x" / f"a{SUFFIX}", lab, [1], {"layer": "a"})
+    out, marks, meta = read_autosave(path)
+    np.testing.assert_array_equal(out, lab)
+    assert marks == [1] and meta["layer"] == "a"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
+
+
+def test_autosave_after_painting_reloads_the_same_labels(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    widget, labels = _dock(viewer, tmp_path / "saves")
+    saver = widget.correction.autosaver
+    assert saver.path == tmp_path / "saves" / f"nuclei_ground_truth{SUFFIX}"
+    viewer.dims.set_current_step(0, 1)
+    ys, xs = np.mgrid[5:15, 5:15]
+    with qtbot.waitSignal(saver.saved, timeout=TIMEOUT) as blocker:
+        labels.data_setitem((np.full(ys.size, 1), ys.ravel(), xs.ravel()), 999)
+        assert saver.timer.isActive()  # debounced
+    data, marks, meta = read_autosave(blocker.args[0])
+    np.testing.assert_array_equal(data, labels.data)
+    assert data[1, 5:15, 5:15].min() == 999
+    assert marks == [] and meta["layer"] == "nuclei ground truth"
+
+
+def test_marking_saves_immediately_and_resume_restores(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    widget, labels = _dock(viewer, tmp_path / "saves")
+    saver = widget.correction.autosaver
+    viewer.dims.set_current_step(0, 2)
+    with qtbot.waitSignal(saver.saved, timeout=TIMEOUT) as blocker:
+        widget.correction.mark_button.click()
+        assert not saver.timer.isActive()  # not debounced: written at once
+        assert saver.worker is not None
+    path = blocker.args[0]
+    data, marks, _ = read_autosave(path)
+    assert marks == [2]
+    np.testing.assert_array_equal(data, labels.data)
+
+    expected = np.array(labels.data)
+    viewer.layers.remove(labels)
+    restored = widget.correction.resume(path=path)
+    assert restored.name == "nuclei ground truth"
+    np.testing.assert_array_equal(restored.data, expected)
+    assert get_session().corrected(restored) == [2]
+    assert widget.labels_combo.currentText() == "nuclei ground truth"
+    assert widget.slice_list.checked() == [2]
+
+
+def test_autosave_lies_beside_an_image_file(make_napari_viewer, tmp_path):
+    import tifffile
+
+    viewer = make_napari_viewer()
+    img_path = tmp_path / "cells.tif"
+    tifffile.imwrite(img_path, np.zeros((32, 32), np.uint8))
+    (image,) = viewer.open(str(img_path))
+    labels = viewer.add_labels(np.zeros((32, 32), np.int32), name="cells labels")
+    assert autosave_path(labels, image) == tmp_path / f"cells{SUFFIX}"
+    assert autosave_path(labels, image, tmp_path / "elsewhere") == (
+        tmp_path / "elsewhere" / f"cells_labels{SUFFIX}")

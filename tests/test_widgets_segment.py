@@ -1,0 +1,179 @@
+"""Segment dock: docks open from the manifest, real worker path, corrected slices, next slice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("napari")
+
+from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
+
+from napari_unet._qt.finetune import FineTuneWidget  # noqa: E402
+from napari_unet._qt.segment import SegmentWidget  # noqa: E402
+from napari_unet._qt.segment_job import next_slice_to_correct  # noqa: E402
+from napari_unet._qt.session import get_session  # noqa: E402
+from napari_unet._qt.weights import BorderWeightsWidget  # noqa: E402
+from napari_unet.model import UNet  # noqa: E402
+
+TIMEOUT = 120_000
+
+
+@pytest.fixture(autouse=True)
+def tiny_session(tmp_path, monkeypatch):
+    """A fresh session whose current model is a tiny U-Net; autosave under tmp_path."""
+    monkeypatch.setenv("NAPARI_UNET_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+    torch.manual_seed(0)
+    session = get_session()
+    session.reset()
+    session.add_model(UNet(base_channels=4, depth=3), kind="new", name="tiny")
+    yield session
+    session.reset()
+
+
+def _wait(qtbot, worker):
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT):
+        pass
+
+
+def _segment_dock(viewer):
+    viewer.open_sample("napari-unet", "nuclei")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    widget.image_combo.set_layer("nuclei")
+    widget.device_combo.setCurrentText("cpu")
+    return widget
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("Segment", SegmentWidget), ("Border weights", BorderWeightsWidget),
+     ("Fine-tune", FineTuneWidget)],
+)
+def test_dock_opens_from_manifest(make_napari_viewer, name, cls):
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
+    assert isinstance(widget, cls)
+    assert dock is not None
+
+
+def test_segment_current_slice_fills_labels(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = _segment_dock(viewer)
+    widget.scope_combo.setCurrentText("current slice")
+    widget.prob_check.setChecked(True)
+    viewer.dims.set_current_step(0, 2)
+    worker = widget.run()
+    with qtbot.waitSignals([worker.returned, worker.finished], timeout=TIMEOUT):
+        pass
+    labels = viewer.layers["nuclei labels"]
+    assert labels.data.shape == (4, 256, 256)
+    assert np.issubdtype(labels.data.dtype, np.integer)
+    prob = viewer.layers["nuclei probability"].data
+    assert prob[2].max() > 0 and not prob[[0, 1, 3]].any()
+    assert not labels.data[[0, 1, 3]].any()  # only the current slice was segmented
+    assert widget.device_label.text() == "using cpu"
+    assert widget.cancel_button.isEnabled() is False
+
+
+def test_segment_keeps_corrected_slices_unless_confirmed(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = _segment_dock(viewer)
+    widget.scope_combo.setCurrentText("whole stack")
+    _wait(qtbot, widget.run())
+    labels = viewer.layers["nuclei labels"]
+    ids = [set(np.unique(labels.data[z])) - {0} for z in range(4)]
+    assert all(not (ids[a] & ids[b]) for a in range(4) for b in range(a + 1, 4))
+    pattern = np.zeros((256, 256), np.int32)
+    pattern[10:20, 10:20] = 77
+    data = labels.data
+    data[1] = pattern
+    labels.data = data
+    get_session().set_corrected(labels, [1])
+
+    asked = []
+    widget.confirm_overwrite = lambda slices: asked.append(list(slices)) or False
+    worker = widget.run()
+    _wait(qtbot, worker)
+    assert asked == [[1]]
+    np.testing.assert_array_equal(labels.data[1], pattern)
+
+    widget.confirm_overwrite = lambda slices: True
+    _wait(qtbot, widget.run())
+    assert not np.array_equal(labels.data[1], pattern)
+
+
+def test_next_slice_goes_to_highest_mean_uncertainty(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = _segment_dock(viewer)
+    widget.scope_combo.setCurrentText("whole stack")
+    widget.unc_check.setChecked(True)
+    _wait(qtbot, widget.run())
+    unc = viewer.layers["nuclei uncertainty"].data
+    means = unc.reshape(4, -1).mean(axis=1)
+    best = int(np.argmax(means))
+    viewer.dims.set_current_step(0, (best + 1) % 4)
+    assert widget.go_to_next_slice() == best
+    assert viewer.dims.current_step[0] == best
+
+    # a slice marked corrected is skipped: the next best one is chosen
+    get_session().set_corrected(viewer.layers["nuclei labels"], [best])
+    second = int(np.argsort(means)[-2])
+    widget.next_button.click()
+    assert viewer.dims.current_step[0] == second
+
+
+def test_next_slice_helper():
+    unc = np.zeros((5, 4, 4), np.float32)
+    unc[1] = 0.2
+    unc[3] = 0.9
+    unc[4] = 0.5
+    assert next_slice_to_correct(unc, [0, 1, 3, 4], []) == 3
+    assert next_slice_to_correct(unc, [0, 1, 3, 4], [3]) == 4
+    assert next_slice_to_correct(unc, [0, 1, 2], []) == 1
+    assert next_slice_to_correct(unc, [3], [3]) is None
+
+
+def _errors_since(n):
+    return [r for r in notification_manager.records[n:]
+            if r.severity == NotificationSeverity.ERROR]
+
+
+def test_rgba_image_gives_a_notification(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64, 4), np.uint8), name="rgba", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    widget.image_combo.set_layer("rgba")
+    widget.device_combo.setCurrentText("cpu")
+    n = len(notification_manager.records)
+    _wait(qtbot, widget.run())
+    errors = _errors_since(n)
+    assert errors and "channel" in errors[-1].message
+    assert "rgba labels" not in viewer.layers
+    assert widget.run_button.isEnabled()  # the dock is usable again
+
+
+def test_channel_mismatch_gives_a_notification(make_napari_viewer, qtbot, tiny_session):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="gray")
+    tiny_session.add_model(UNet(in_channels=3, base_channels=4, depth=3), name="rgb model")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    widget.image_combo.set_layer("gray")
+    widget.device_combo.setCurrentText("cpu")
+    assert widget.model_combo.currentText() == "rgb model"
+    n = len(notification_manager.records)
+    _wait(qtbot, widget.run())
+    errors = _errors_since(n)
+    assert errors and "3 input channel" in errors[-1].message
+
+
+def test_cancel_segmentation_leaves_layers(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = _segment_dock(viewer)
+    widget.scope_combo.setCurrentText("whole stack")
+    worker = widget.run()
+    widget.cancel()  # before the first tile: nothing is written
+    _wait(qtbot, worker)
+    assert "nuclei labels" not in viewer.layers
+    assert widget.status.text() == "cancelled"
+    assert widget.run_button.isEnabled()
