@@ -26,7 +26,7 @@ from skimage.segmentation import watershed
 
 import datasets
 from napari_unet.io import load_model
-from napari_unet.metrics import evaluate_em, evaluate_nuclei, match_f1
+from napari_unet.metrics import evaluate_em, match_f1
 from napari_unet.normalize import Normalization
 from napari_unet.postprocess import labels_from_probabilities
 from napari_unet.predict import predict
