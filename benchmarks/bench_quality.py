@@ -28,7 +28,7 @@ import datasets
 from napari_unet.io import load_model
 from napari_unet.metrics import evaluate_em, match_f1
 from napari_unet.normalize import Normalization
-from napari_unet.postprocess import labels_from_probabilities
+from napari_unet.postprocess import labels_from_probabilities, postprocess_settings
 from napari_unet.predict import predict
 from napari_unet.train import TrainConfig, fine_tune
 
@@ -47,7 +47,8 @@ def fine_tune_budget(model, images, labels, budget_s: float, cfg: TrainConfig) -
 
 
 def seg_nuclei(model, image: np.ndarray) -> np.ndarray:
-    return labels_from_probabilities(predict(model, image, device="cpu"), watershed=True)
+    return labels_from_probabilities(predict(model, image, device="cpu"),
+                                     **postprocess_settings(model))
 
 
 def f1_mean(truths, preds) -> float:

@@ -111,3 +111,11 @@ def test_labels_separate_touching_objects_and_watershed_regrows():
     assert grown.max() == 2 and grown[10, 14] in (1, 2)
     stack = labels_from_probabilities(np.stack([p, p], axis=1))
     assert stack.shape == (2, 20, 30) and len(np.unique(stack)) == 5
+
+
+def test_models_carry_their_postprocessing(tiny_net):
+    from napari_unet.postprocess import postprocess_settings
+
+    assert postprocess_settings(tiny_net) == {"threshold": 0.5, "watershed": False, "min_size": 0}
+    tiny_net.record["postprocess"] = {"threshold": 0.7, "watershed": True, "bogus": 1}
+    assert postprocess_settings(tiny_net) == {"threshold": 0.7, "watershed": True, "min_size": 0}

@@ -53,19 +53,21 @@ def _slices(text: str | None) -> list[int] | None:
 def _cmd_predict(a: argparse.Namespace) -> int:
     from .io import load_model
     from .largedata import is_large, predict_to_store
-    from .postprocess import labels_from_probabilities
+    from .postprocess import labels_from_probabilities, postprocess_settings
     from .predict import predict_iter
 
     model = load_model(a.model)
     image = read_array(a.input)
+    pp = postprocess_settings(model)
+    pp.update({k: v for k, v in (("threshold", a.threshold), ("watershed", a.watershed),
+                                 ("min_size", a.min_size)) if v is not None})
     if is_large(image) or str(a.output).rstrip("/").endswith(".zarr"):
         predict_to_store(model, image, a.output, device=a.device, tile=a.tile, tta=a.tta,
-                         threshold=a.threshold)
+                         threshold=pp["threshold"])
         return 0
     res = _drive(predict_iter(model, image, slices=_slices(a.slices), device=a.device,
                               tile=a.tile, tta=a.tta, channel_axis=a.channel_axis), "predict")
-    labels = labels_from_probabilities(res.probabilities, threshold=a.threshold,
-                                       watershed=a.watershed)
+    labels = labels_from_probabilities(res.probabilities, **pp)
     dtype = np.uint16 if labels.max() < 2**16 else np.uint32
     write_array(a.output, labels.astype(dtype))
     if a.probabilities:
@@ -154,8 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
     s.add_argument("--probabilities", help="also write per-class probabilities here")
     s.add_argument("--slices", help="only these slices of a stack, e.g. 3,4")
-    s.add_argument("--threshold", type=float, default=0.5)
-    s.add_argument("--watershed", action="store_true", help="grow objects over borders")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="foreground threshold (default: the model's tuned value, else 0.5)")
+    s.add_argument("--watershed", action=argparse.BooleanOptionalAction, default=None,
+                   help="grow objects over predicted borders (default: the model's setting)")
+    s.add_argument("--min-size", type=int, default=None, help="drop smaller objects (px)")
     s.add_argument("--channel-axis", type=int, default=None)
     s.set_defaults(func=_cmd_predict)
 

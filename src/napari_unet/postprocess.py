@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label as cc_label
 from skimage.morphology import disk, remove_small_objects
 from skimage.segmentation import watershed as sk_watershed
+
+DEFAULTS = {"threshold": 0.5, "watershed": False, "min_size": 0}
+
+
+def postprocess_settings(model: Any) -> dict[str, Any]:
+    """Post-processing a model was tuned with (``model.record["postprocess"]``), else defaults.
+
+    The starter-model script picks them on training images; fine-tuned versions inherit them.
+    """
+    stored = getattr(model, "record", {}).get("postprocess", {}) or {}
+    return {**DEFAULTS, **{k: v for k, v in stored.items() if k in DEFAULTS}}
 
 
 def _labels_2d(

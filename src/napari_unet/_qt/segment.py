@@ -169,6 +169,19 @@ class SegmentWidget(QWidget):
         self.model_combo.addItem(LOAD_FILE)
         self.model_combo.setCurrentText(self.session.current.name)
         self.model_combo.blockSignals(False)
+        self._apply_postprocess_defaults()
+
+    def _apply_postprocess_defaults(self) -> None:
+        """Show the post-processing the current model was tuned with (the user may change it)."""
+        from ..postprocess import postprocess_settings
+
+        try:
+            pp = postprocess_settings(self.session.current.get_model())
+        except (OSError, ValueError):
+            return  # a broken file is reported when it is used
+        self.threshold_spin.setValue(float(pp["threshold"]))
+        self.watershed_check.setChecked(bool(pp["watershed"]))
+        self.min_size_spin.setValue(int(pp["min_size"]))
 
     def _on_model_chosen(self, index: int) -> None:
         name = self.model_combo.itemText(index)
