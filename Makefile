@@ -50,7 +50,6 @@ demo: venv
 
 lint: dev
 	$(VENV)/bin/ruff check src tests benchmarks scripts docs
-	$(VENV)/bin/ruff format --check src tests || true
 
 test: dev lint
 	QT_API=pyqt6 $(VENV)/bin/python -m pytest -q -p no:cacheprovider
