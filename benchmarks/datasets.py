@@ -15,6 +15,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NUCLEI_TRAIN = {"fluo_520x696": range(0, 30), "fluo_256": range(0, 170)}
 NUCLEI_ROUNDS = {"fluo_520x696": range(30, 35)}  # images "corrected" by the simulated expert
 NUCLEI_TEST = {"fluo_520x696": range(35, 45), "fluo_256": range(170, 200)}
+NUCLEI_LOOP_TEST = {"fluo_520x696": range(35, 45)}  # same kind as NUCLEI_ROUNDS
 
 # ISBI 2012 EM slices
 EM_TRAIN = range(0, 10)

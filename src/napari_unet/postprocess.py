@@ -27,7 +27,7 @@ def _labels_2d(
 ) -> np.ndarray:
     fg = prob_fg > threshold
     if min_size > 0:
-        fg = remove_small_objects(fg, min_size=min_size)
+        fg = remove_small_objects(fg, max_size=min_size - 1)
     lab = cc_label(fg, connectivity=1).astype(np.int32)
     if watershed and lab.max() > 0:
         # closing fills the thin gaps between neighbours but not the outer outlines
