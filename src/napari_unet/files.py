@@ -50,6 +50,7 @@ def write_array(path: str | os.PathLike, data: np.ndarray) -> Path:
     os.close(fd)
     try:
         tifffile.imwrite(tmp, data, compression="zlib")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
