@@ -46,7 +46,7 @@ def model_to_dict(model: UNet, *, half: bool = False) -> dict[str, Any]:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    record = dict(model.record)
+    record = {k: v for k, v in model.record.items() if k != "source"}  # a local path
     record.setdefault("package_version", __version__)
     record.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     return {"format": FORMAT, "config": model.config.to_dict(), "state_dict": state,
