@@ -116,7 +116,8 @@ def nuclei_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
     pool_img, pool_lab = datasets.nuclei(datasets.NUCLEI_ROUNDS)
     rng = np.random.default_rng(0)
     forest = ForestPeer()
-    print(f"loop test: {len(test_img)} fluo_520x696 images; fine-tune budget {budget:.0f}s/round (CPU)")
+    print(f"loop: corrects fluo_520x696 {datasets.NUCLEI_ROUNDS['fluo_520x696']}, scores "
+          f"{datasets.NUCLEI_LOOP_TEST['fluo_520x696']}; fine-tune budget {budget:.0f}s/round (CPU)")
     print(f"Otsu+CC F1 {f1_mean(test_lab, [otsu_cc(i) for i in test_img]):.3f}   "
           f"Otsu+watershed F1 {f1_mean(test_lab, [otsu_watershed(i) for i in test_img]):.3f}")
     print("round  effort(next img)  px_diff  test_effort/img  unet_F1  forest_F1  steps")

@@ -103,7 +103,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         model = load_model(a.model)
     else:
         model = UNet(**DEFAULT_ARCHITECTURE)
-    cfg = TrainConfig(steps=a.steps, lr=a.lr, optimizer=a.optimizer, device=a.device,
+    cfg = TrainConfig(steps=a.steps, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
+                      device=a.device,
                       seed=a.seed, tile=a.tile, checkpoint_path=a.checkpoint,
                       ignore_label=a.ignore_label)
     if a.no_augment:
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=100)
     s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    s.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
     s.add_argument("--tile", type=int, default=256)
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--seed", type=int, default=0)

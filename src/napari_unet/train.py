@@ -69,7 +69,8 @@ class TrainConfig:
     checkpoint_every : int
         Steps between checkpoints.
     schedule : str
-        Learning-rate schedule: ``"constant"`` or ``"cosine"`` (decay to 1% over ``steps``).
+        Learning-rate schedule: ``"cosine"`` (decay to 1% over ``steps``, so a short run
+        with momentum 0.99 ends settled) or ``"constant"``.
     """
 
     steps: int = 100
@@ -89,7 +90,7 @@ class TrainConfig:
     val_every: int = 0
     checkpoint_path: str | None = None
     checkpoint_every: int = 100
-    schedule: str = "constant"
+    schedule: str = "cosine"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict (for checkpoints and records)."""

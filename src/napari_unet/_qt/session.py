@@ -108,7 +108,8 @@ class Session(QObject):
         for name in list_builtin_models():
             self._versions[name] = ModelVersion(name, "builtin", source=name)
         self._versions[NEW_MODEL] = ModelVersion(NEW_MODEL, "new")
-        self._current = next(iter(self._versions))
+        preferred = "nuclei-fluorescence"
+        self._current = preferred if preferred in self._versions else next(iter(self._versions))
         self.versions_changed.emit()
         self.current_changed.emit(self._current)
 
