@@ -20,7 +20,7 @@ from .normalize import Normalization
 from .tiling import AxisPlan, choose_tile, crop_offset, pad_image, plan_axis
 
 CPU_BUDGET = 3 * 2**30
-CPU_MAX_TILE = 768  # per-pixel throughput drops for larger tiles on CPUs
+CPU_MAX_TILE = 960  # per-pixel throughput drops beyond ~900 px tiles on CPUs (bench_predict)
 GPU_BUDGET_FRACTION = 0.5
 
 # the 8 dihedral transforms as (k rot90, flip) pairs, applied to the last two axes
