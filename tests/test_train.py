@@ -162,3 +162,9 @@ def test_lists_of_images_of_different_sizes(tiny_net, blobs):
     events, model = drive(fine_tune(tiny_net, [img, img[:60, :70]], [lab, lab[:60, :70]], cfg()))
     assert len(events) == 3 and model.record["annotated_slices"] == [0, 1]
     assert model.record["data_shapes"] == [[96, 96], [60, 70]]
+
+
+def test_numpy_values_in_the_record_still_load_safely(tiny_net, tmp_path):
+    tiny_net.record["metrics"] = {"f1": np.float64(0.9), "n": np.int64(3), "pair": (1, 2)}
+    loaded = load_model(save_model(tiny_net, tmp_path / "m.pt"))
+    assert loaded.record["metrics"] == {"f1": 0.9, "n": 3, "pair": [1, 2]}

@@ -41,12 +41,23 @@ def _atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+def _plain(x: Any) -> Any:
+    """Numpy scalars and tuples to plain Python types, which ``weights_only`` loading accepts."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, torch.Tensor):
+        return x.item()
+    return x
+
+
 def model_to_dict(model: UNet, *, half: bool = False) -> dict[str, Any]:
     """Serialisable dict of a model: weights, config and training record."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    record = {k: v for k, v in model.record.items() if k != "source"}  # a local path
+    record = _plain({k: v for k, v in model.record.items() if k != "source"})  # no local path
     record.setdefault("package_version", __version__)
     record.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     return {"format": FORMAT, "config": model.config.to_dict(), "state_dict": state,
@@ -134,7 +145,7 @@ def save_checkpoint(
 ) -> Path:
     """Save a resumable training checkpoint: model, optimiser state, config and step."""
     return _atomic_save({"format": CHECKPOINT_FORMAT, "model": model_to_dict(model),
-                         "optimizer": optimizer.state_dict(), "config": config,
+                         "optimizer": optimizer.state_dict(), "config": _plain(config),
                          "step": int(step)}, path)
 
 

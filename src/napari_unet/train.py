@@ -342,7 +342,7 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, start: int) -> Any:
         if cfg.schedule == "constant":
             return 1.0
         t = min(1.0, (i + start) / max(1, cfg.steps))
-        return 0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t))
+        return float(0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t)))  # plain float: checkpoints
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
