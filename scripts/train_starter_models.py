@@ -36,7 +36,8 @@ RECIPES = {
     "nuclei-fluorescence": dict(
         arch=dict(depth=4, base_channels=16, padding="valid", dropout=0.1),
         stages=[dict(steps=2000, lr=1e-3, optimizer="adam", tile=192, schedule="cosine"),
-                dict(steps=2000, lr=3e-4, optimizer="adam", tile=192, schedule="cosine")],
+                dict(steps=2000, lr=3e-4, optimizer="adam", tile=192, schedule="cosine"),
+                dict(steps=2000, lr=1e-4, optimizer="adam", tile=256, schedule="cosine")],
         description="Fluorescence nuclei (DSB2018 stage1 fluorescence, CC0).",
     ),
     "em-membranes": dict(

@@ -26,6 +26,14 @@ def test_train_predict_evaluate_roundtrip(tmp_path, blobs, tiny_net, capsys):
                str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "2", "--tile", "32",
                "--device", "cpu", "-o", str(tmp_path / "m.pt")])
     assert rc == 0 and load_model(tmp_path / "m.pt").record["steps"] == 2
+    ck = tmp_path / "ck.pt"
+    rc = main(["train", "--images", str(tmp_path / "img.tif"), "--labels",
+               str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "1", "--tile", "32",
+               "--device", "cpu", "--checkpoint", str(ck), "-o", str(tmp_path / "m1.pt")])
+    rc = main(["train", "--images", str(tmp_path / "img.tif"), "--labels",
+               str(tmp_path / "lab.tif"), "--resume", str(ck), "--steps", "2", "--tile", "32",
+               "--device", "cpu", "-o", str(tmp_path / "m2.pt")])
+    assert rc == 0 and load_model(tmp_path / "m2.pt").config == tiny_net.config
     rc = main(["predict", str(tmp_path / "img.tif"), "-o", str(tmp_path / "pred.tif"),
                "--model", str(tmp_path / "m.pt"), "--slices", "0",
                "--probabilities", str(tmp_path / "p.tif")])

@@ -88,6 +88,7 @@ def test_tta_is_invariant_to_flips(tiny_net):
         (np.full((8, 8), np.nan), {}, "NaN"),
         (np.zeros((3, 8, 8, 2)), {"channel_axis": -1}, "channel"),
         (np.zeros(5), {}, "2D"),
+        (np.zeros((20, 30, 3), np.uint8), {}, "RGB"),
     ],
 )
 def test_bad_input_gets_a_clear_error(tiny_net, image, kwargs, match):

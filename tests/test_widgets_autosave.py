@@ -84,6 +84,15 @@ def test_marking_saves_immediately_and_resume_restores(make_napari_viewer, qtbot
     assert widget.slice_list.checked() == [2]
 
 
+def test_an_older_background_write_never_replaces_a_newer_one(tmp_path):
+    path = tmp_path / f"a{SUFFIX}"
+    new, old = np.full((4, 4), 2, np.int32), np.ones((4, 4), np.int32)
+    write_autosave(path, new, [0], {}, seq=10)
+    write_autosave(path, old, [], {}, seq=9)  # finishes late
+    labels, corrected, _ = read_autosave(path)
+    assert labels.max() == 2 and corrected == [0]
+
+
 def test_autosave_lies_beside_an_image_file(make_napari_viewer, tmp_path):
     import tifffile
 
@@ -92,6 +101,8 @@ def test_autosave_lies_beside_an_image_file(make_napari_viewer, tmp_path):
     tifffile.imwrite(img_path, np.zeros((32, 32), np.uint8))
     (image,) = viewer.open(str(img_path))
     labels = viewer.add_labels(np.zeros((32, 32), np.int32), name="cells labels")
-    assert autosave_path(labels, image) == tmp_path / f"cells{SUFFIX}"
+    assert autosave_path(labels, image) == tmp_path / f"cells.cells_labels{SUFFIX}"
+    other = viewer.add_labels(np.zeros((32, 32), np.int32), name="other")
+    assert autosave_path(other, image) != autosave_path(labels, image)
     assert autosave_path(labels, image, tmp_path / "elsewhere") == (
         tmp_path / "elsewhere" / f"cells_labels{SUFFIX}")

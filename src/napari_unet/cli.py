@@ -61,9 +61,16 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     pp = postprocess_settings(model)
     pp.update({k: v for k, v in (("threshold", a.threshold), ("watershed", a.watershed),
                                  ("min_size", a.min_size)) if v is not None})
-    if is_large(image) or str(a.output).rstrip("/").endswith(".zarr"):
+    if is_large(image):
+        unsupported = [flag for flag, v in (("--slices", a.slices), ("--probabilities",
+                       a.probabilities), ("--channel-axis", a.channel_axis),
+                       ("--watershed", a.watershed), ("--min-size", a.min_size)) if v]
+        if unsupported:
+            raise ValueError(f"{', '.join(unsupported)} cannot be used with a larger-than-memory "
+                             "(zarr) input, which is predicted chunk by chunk into a mask")
         predict_to_store(model, image, a.output, device=a.device, tile=a.tile, tta=a.tta,
                          threshold=pp["threshold"])
+        print(f"wrote {a.output} (foreground mask, streamed chunk by chunk)")
         return 0
     res = _drive(predict_iter(model, image, slices=_slices(a.slices), device=a.device,
                               tile=a.tile, tta=a.tta, channel_axis=a.channel_axis), "predict")
@@ -94,13 +101,15 @@ def _cmd_weights(a: argparse.Namespace) -> int:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    from .io import load_model, save_model
+    from .io import load_checkpoint, load_model, save_model
     from .model import UNet
     from .train import DEFAULT_ARCHITECTURE, TrainConfig, fine_tune
 
     images, labels = read_array(a.images), read_array(a.labels)
     if a.model:
         model = load_model(a.model)
+    elif a.resume:
+        model = load_checkpoint(a.resume)["model"]  # same architecture as the checkpoint
     else:
         model = UNet(**DEFAULT_ARCHITECTURE)
     cfg = TrainConfig(steps=a.steps, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,

@@ -118,6 +118,11 @@ def as_image_view(image: Any, in_channels: int = 1, channel_axis: int | None = N
             raise ValueError(
                 f"the model expects {in_channels} channels but the image has shape {shape}"
             )
+        elif shape[-1] in (3, 4) and min(shape[:2]) > 4:
+            raise ValueError(
+                f"image of shape {shape} looks like RGB(A) but the model takes 1 channel: "
+                "convert it to grayscale, or state the layout (channel_axis=...)"
+            )
     c_axis = channel_axis
     n_ch = shape[c_axis] if c_axis is not None else 1
     if n_ch != in_channels:

@@ -136,18 +136,22 @@ def predict_to_store(
     import tifffile
 
     tile_edge = 256
-    result = result.rechunk(((1,) if result.ndim == 3 else ()) + (tile_edge, tile_edge))
+
+    def planes() -> Any:
+        for z in range(result.shape[0]) if result.ndim == 3 else [None]:
+            yield result[z] if z is not None else result
 
     def tiles() -> Any:
-        planes = range(result.shape[0]) if result.ndim == 3 else [None]
-        for z in planes:
-            plane = result[z] if z is not None else result
+        # each row of native chunks is computed once; rows carry over into 256 px tile rows
+        for plane in planes():
+            carry = np.zeros((0, plane.shape[1]), plane.dtype)
             for row in range(plane.numblocks[0]):
-                band = np.asarray(plane.blocks[row])
-                for x0 in range(0, band.shape[1], tile_edge):
-                    t = band[:, x0 : x0 + tile_edge]
-                    pad = ((0, tile_edge - t.shape[0]), (0, tile_edge - t.shape[1]))
-                    yield np.pad(t, pad)
+                carry = np.concatenate([carry, np.asarray(plane.blocks[row])])
+                while carry.shape[0] >= tile_edge or (row == plane.numblocks[0] - 1 and len(carry)):
+                    band, carry = carry[:tile_edge], carry[tile_edge:]
+                    for x0 in range(0, band.shape[1], tile_edge):
+                        t = band[:, x0 : x0 + tile_edge]
+                        yield np.pad(t, ((0, tile_edge - t.shape[0]), (0, tile_edge - t.shape[1])))
 
     tifffile.imwrite(out, tiles(), shape=result.shape, dtype=result.dtype,
                      tile=(tile_edge, tile_edge), compression="zlib")

@@ -27,7 +27,10 @@ def _labels_2d(
 ) -> np.ndarray:
     fg = prob_fg > threshold
     if min_size > 0:
-        fg = remove_small_objects(fg, max_size=min_size - 1)
+        try:  # scikit-image >= 0.26 removes objects <= max_size
+            fg = remove_small_objects(fg, max_size=min_size - 1)
+        except TypeError:  # older releases: objects < min_size
+            fg = remove_small_objects(fg, min_size=min_size)
     lab = cc_label(fg, connectivity=1).astype(np.int32)
     if watershed and lab.max() > 0:
         # closing fills the thin gaps between neighbours but not the outer outlines

@@ -11,10 +11,12 @@ either the old or the new file, never a broken one.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,13 +72,22 @@ def autosave_path(labels: Labels, image: Image | None = None, folder: str | Path
     src = source_path(image) if image is not None else None
     src = src or source_path(labels)
     if folder is None and src is not None and not src.is_dir():
-        return src.with_name(src.name.split(".")[0] + SUFFIX)
+        stem = src.name.removesuffix(src.suffix)  # keep dots: a.1.tif and a.2.tif differ
+        return src.with_name(f"{stem}.{_safe(labels.name)}{SUFFIX}")
     return Path(folder or default_autosave_dir()) / f"{_safe(labels.name)}{SUFFIX}"
 
 
+#: Newest snapshot number committed per file: an older snapshot never replaces a newer one.
+_COMMITTED: dict[str, int] = {}
+_COMMIT_LOCK = threading.Lock()
+
+
 def write_autosave(path: str | Path, labels: np.ndarray, corrected: list[int],
-                   meta: dict[str, Any] | None = None) -> Path:
+                   meta: dict[str, Any] | None = None, seq: int | None = None) -> Path:
     """Write labels and marks atomically (temporary file, fsync, ``os.replace``).
+
+    ``seq`` numbers snapshots: a write whose ``seq`` is older than one already committed to
+    the same file is dropped (a background write finishing after a synchronous flush).
 
     Returns
     -------
@@ -95,7 +106,14 @@ def write_autosave(path: str | Path, labels: np.ndarray, corrected: list[int],
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; an autosave is an ordinary file
-        os.replace(tmp, path)
+        with _COMMIT_LOCK:
+            key = str(path.resolve())
+            if seq is not None and _COMMITTED.get(key, -1) > seq:
+                Path(tmp).unlink(missing_ok=True)
+                return path
+            os.replace(tmp, path)
+            if seq is not None:
+                _COMMITTED[key] = seq
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -113,11 +131,14 @@ def read_autosave(path: str | Path) -> tuple[np.ndarray, list[int], dict[str, An
 
 @thread_worker(start_thread=False)
 def _write_job(path: Path, labels: np.ndarray, corrected: list[int], meta: dict,
-               ) -> Path | JobFailed:
+               seq: int | None = None) -> Path | JobFailed:
     try:
-        return write_autosave(path, labels, corrected, meta)
+        return write_autosave(path, labels, corrected, meta, seq)
     except OSError as err:  # a full disk or a read-only folder: tell the user, go on
         return JobFailed(err)
+
+
+_SEQ = itertools.count()
 
 
 class Autosaver(QObject):
@@ -189,7 +210,7 @@ class Autosaver(QObject):
         layer = self.labels
         meta = {"layer": layer.name, "shape": list(layer.data.shape),
                 "image": str(source_path(self.image) or "") if self.image is not None else ""}
-        job = (path, np.array(layer.data), get_session().corrected(layer), meta)
+        job = (path, np.array(layer.data), get_session().corrected(layer), meta, next(_SEQ))
         if self.worker is not None:
             self._queued = job  # the newest snapshot wins; written right after
         else:
@@ -219,5 +240,6 @@ class Autosaver(QObject):
         if self.timer.isActive() and self.labels is not None and self.enabled:
             self.timer.stop()
             layer = self.labels
+            self._queued = None  # superseded by this newer, synchronous snapshot
             write_autosave(self.path, np.asarray(layer.data), get_session().corrected(layer),
-                           {"layer": layer.name, "shape": list(layer.data.shape)})
+                           {"layer": layer.name, "shape": list(layer.data.shape)}, next(_SEQ))

@@ -158,6 +158,8 @@ def apply_segmentation(
     shape = spatial_shape(image)
     labels = _get_or_add(viewer, labels_name(image), shape, np.int32, image, "labels")
     data = np.asarray(labels.data)
+    if data.dtype.itemsize < 4:  # ids add up across the stack: no silent wrap-around
+        data = data.astype(np.int32)
     written = [z for z in out.slices if z not in keep]
     if out.is_stack:
         # new ids start above every id left in the other slices: unique across the stack
