@@ -22,3 +22,17 @@ def blobs() -> tuple[np.ndarray, np.ndarray]:
         labels[((yy - cy) ** 2 + (xx - cx) ** 2 < 64) & (labels == 0)] = i
     image = (labels > 0) * 150.0 + rng.normal(30, 10, labels.shape)
     return np.clip(image, 0, 255).astype(np.uint8), labels
+
+
+@pytest.fixture
+def tiny_session(tmp_path, monkeypatch):
+    """A fresh GUI session whose current model is a tiny U-Net; autosave under tmp_path."""
+    from napari_unet._qt.session import get_session
+
+    monkeypatch.setenv("NAPARI_UNET_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+    torch.manual_seed(0)
+    session = get_session()
+    session.reset()
+    session.add_model(UNet(base_channels=4, depth=3), kind="new", name="tiny")
+    yield session
+    session.reset()

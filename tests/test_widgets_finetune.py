@@ -9,20 +9,11 @@ import torch
 pytest.importorskip("napari")
 
 from napari_unet._qt.session import get_session  # noqa: E402
-from napari_unet.model import UNet  # noqa: E402
 
 TIMEOUT = 180_000
 
 
-@pytest.fixture(autouse=True)
-def tiny_session(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_UNET_AUTOSAVE_DIR", str(tmp_path / "autosave"))
-    torch.manual_seed(0)
-    session = get_session()
-    session.reset()
-    session.add_model(UNet(base_channels=4, depth=3), kind="new", name="tiny")
-    yield session
-    session.reset()
+pytestmark = pytest.mark.usefixtures("tiny_session")
 
 
 def _wait(qtbot, worker):

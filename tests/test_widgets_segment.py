@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("napari")
 
@@ -20,16 +19,7 @@ from napari_unet.model import UNet  # noqa: E402
 TIMEOUT = 120_000
 
 
-@pytest.fixture(autouse=True)
-def tiny_session(tmp_path, monkeypatch):
-    """A fresh session whose current model is a tiny U-Net; autosave under tmp_path."""
-    monkeypatch.setenv("NAPARI_UNET_AUTOSAVE_DIR", str(tmp_path / "autosave"))
-    torch.manual_seed(0)
-    session = get_session()
-    session.reset()
-    session.add_model(UNet(base_channels=4, depth=3), kind="new", name="tiny")
-    yield session
-    session.reset()
+pytestmark = pytest.mark.usefixtures("tiny_session")
 
 
 def _wait(qtbot, worker):
