@@ -102,15 +102,19 @@ def test_cancel_keeps_previous_model_selected_and_intact(make_napari_viewer, qtb
     assert "cancelled" in widget.status.text()
 
 
-def test_closing_the_dock_stops_training(make_napari_viewer, qtbot, tiny_session):
+@pytest.mark.parametrize("close", ["dock", "napari"])
+def test_closing_stops_training(make_napari_viewer, qtbot, tiny_session, close):
     viewer = make_napari_viewer()
     widget = _finetune_dock(viewer, steps=100000)
     worker = widget.start()
     with qtbot.waitSignal(worker.yielded, timeout=TIMEOUT):
         pass
     with qtbot.waitSignal(worker.finished, timeout=TIMEOUT):
-        viewer.window.remove_dock_widget("all")
-        widget.deleteLater()
+        if close == "dock":
+            viewer.window.remove_dock_widget("all")
+            widget.deleteLater()
+        else:
+            viewer.close()
     assert worker.abort_requested
     assert tiny_session.current.name == "tiny"
 
@@ -174,13 +178,3 @@ def _key(name):
     return coerce_keybinding(name)
 
 
-def test_closing_napari_stops_training(make_napari_viewer, qtbot, tiny_session):
-    viewer = make_napari_viewer()
-    widget = _finetune_dock(viewer, steps=100000)
-    worker = widget.start()
-    with qtbot.waitSignal(worker.yielded, timeout=TIMEOUT):
-        pass
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT):
-        viewer.close()
-    assert worker.abort_requested
-    assert tiny_session.current.name == "tiny"
