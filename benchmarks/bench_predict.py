@@ -1,7 +1,10 @@
 """Prediction speed: efficiency against this machine's matmul rate, and against a naive loop.
 
-Default: base 16, depth 5, a 2048² image, CPU. Last line:
-``RESULT efficiency=... vs_naive=... slice512_s=...``
+Default: base 16, depth 5, a 2048² image, CPU. ``efficiency`` is the fp32 path against the
+fp32 matmul rate. ``vs_naive`` and ``slice512_s`` time the default precision (``"auto"``: bf16
+on CPUs with AMX units, fp32 elsewhere), whose own efficiency is reported against the matmul
+rate of that dtype; ``vs_naive_fp32`` is the fp32 path against the same naive loop. Last line:
+``RESULT efficiency=... vs_naive=... slice512_s=... precision=... efficiency_<dtype>=... vs_naive_fp32=...``
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from napari_unet.devices import inference_dtype
 from napari_unet.model import UNet
 from napari_unet.predict import predict
 
@@ -27,9 +31,9 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_rate(device: torch.device, n: int = 2048) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_rate(device: torch.device, n: int = 2048, dtype: torch.dtype = torch.float32) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
 
     def run() -> None:
         for _ in range(4):
@@ -77,21 +81,34 @@ def main() -> None:
     torch.manual_seed(0)
     net = UNet(depth=a.depth, base_channels=a.base, normalization={"mode": "none"}).eval()
     img = np.random.default_rng(0).random((a.size, a.size)).astype(np.float32)
+    auto = inference_dtype(dev, "auto")  # what users get: bf16 on AMX CPUs and on GPUs
+    auto_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[auto]
 
-    rate = matmul_rate(dev)
+    rate32 = matmul_rate(dev)
+    rate_auto = matmul_rate(dev, dtype=auto) if auto is not None else rate32
     fpp = flops_per_output_pixel(net, net.valid_input_size(1024))
     useful = fpp * a.size * a.size
-    predict(net, img[:512, :512], device=dev)  # warm-up
-    t_ours = median_time(lambda: predict(net, img, device=dev), a.repeats)
-    eff = useful / t_ours / rate
-    t_naive = median_time(lambda: naive_predict(net.to(torch.device("cpu")), img), 1) \
+    times = {}
+    for prec in dict.fromkeys(["fp32", auto_name]):
+        predict(net, img[:512, :512], device=dev, precision=prec)  # warm-up
+        times[prec] = median_time(lambda p=prec: predict(net, img, device=dev, precision=p), a.repeats)
+    t_naive = median_time(lambda: naive_predict(net.to(torch.device("cpu")), img), a.repeats) \
         if dev.type == "cpu" else float("nan")
     net.to(dev)
     t512 = median_time(lambda: predict(net, img[:512, :512], device=dev), 5)
-    print(f"threads={torch.get_num_threads()} matmul={rate / 1e9:.1f} GFLOP/s")
+    eff32 = useful / times["fp32"] / rate32
+    eff_auto = useful / times[auto_name] / rate_auto
+    print(f"threads={torch.get_num_threads()} matmul fp32={rate32 / 1e9:.1f} GFLOP/s, "
+          f"{auto_name}={rate_auto / 1e9:.1f} GFLOP/s")
     print(f"flops/output px={fpp / 1e6:.2f} MFLOP; useful work={useful / 1e9:.1f} GFLOP")
-    print(f"ours {a.size}²: {t_ours:.2f} s (median of {a.repeats}); naive: {t_naive:.2f} s")
-    print(f"RESULT efficiency={eff:.3f} vs_naive={t_naive / t_ours:.2f} slice512_s={t512:.3f}")
+    for prec, t in times.items():
+        print(f"ours {prec} {a.size}²: {t:.2f} s (median of {a.repeats})")
+    print(f"naive fp32 (572 px tiles, one at a time): {t_naive:.2f} s (median of {a.repeats})")
+    print(f"default precision here: {auto_name}; efficiency of it against the {auto_name} "
+          f"matmul: {eff_auto:.3f}")
+    print(f"RESULT efficiency={eff32:.3f} vs_naive={t_naive / times[auto_name]:.2f} "
+          f"slice512_s={t512:.3f} precision={auto_name} efficiency_{auto_name}={eff_auto:.3f} "
+          f"vs_naive_fp32={t_naive / times['fp32']:.2f}")
 
 
 if __name__ == "__main__":

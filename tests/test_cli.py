@@ -35,7 +35,7 @@ def test_train_predict_evaluate_roundtrip(tmp_path, blobs, tiny_net, capsys):
                "--device", "cpu", "-o", str(tmp_path / "m2.pt")])
     assert rc == 0 and load_model(tmp_path / "m2.pt").config == tiny_net.config
     rc = main(["predict", str(tmp_path / "img.tif"), "-o", str(tmp_path / "pred.tif"),
-               "--model", str(tmp_path / "m.pt"), "--slices", "0",
+               "--model", str(tmp_path / "m.pt"), "--slices", "0", "--precision", "fp32",
                "--probabilities", str(tmp_path / "p.tif")])
     assert rc == 0
     pred = tifffile.imread(tmp_path / "pred.tif")

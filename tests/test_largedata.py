@@ -9,8 +9,9 @@ from napari_unet.predict import predict
 
 def test_map_overlap_equals_in_memory_prediction(tiny_net):
     img = np.random.default_rng(0).random((2, 150, 203)).astype(np.float32)
-    ref = predict(tiny_net, img, tile=60)[1]
-    lazy = predict_dask(tiny_net, da.from_array(img, chunks=(1, 50, 50)), chunks=48, tile=60)
+    ref = predict(tiny_net, img, tile=60, precision="fp32")[1]
+    lazy = predict_dask(tiny_net, da.from_array(img, chunks=(1, 50, 50)), chunks=48, tile=60,
+                        precision="fp32")
     assert lazy.chunks[-1][0] == 48
     np.testing.assert_allclose(lazy.compute(), ref, atol=1e-5)
 
@@ -32,8 +33,8 @@ def test_same_call_runs_on_a_local_cluster(tiny_net):
     from distributed import Client, LocalCluster
 
     img = np.random.default_rng(1).random((130, 170)).astype(np.float32)
-    lazy = predict_dask(tiny_net, img, chunks=64, tile=60)
+    lazy = predict_dask(tiny_net, img, chunks=64, tile=60, precision="fp32")
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster):
         out = lazy.compute()
-    np.testing.assert_allclose(out, predict(tiny_net, img, tile=60)[1], atol=1e-5)
+    np.testing.assert_allclose(out, predict(tiny_net, img, tile=60, precision="fp32")[1], atol=1e-5)

@@ -24,7 +24,7 @@ def test_tiles_are_seamless_on_odd_sizes(padding, tile):
     torch.manual_seed(0)
     net = UNet(depth=3, base_channels=4, padding=padding, normalization={"mode": "none"}).eval()
     img = np.random.default_rng(0).random((97, 131)).astype(np.float32)
-    tiled = predict(net, img, tile=tile, batch_size=3)
+    tiled = predict(net, img, tile=tile, batch_size=3, precision="fp32")
     assert tiled.shape == (2, 97, 131)
     np.testing.assert_allclose(tiled, whole_image_pass(net, img), atol=1e-4)
 
@@ -74,8 +74,8 @@ def test_channels_and_rgb():
 
 def test_tta_is_invariant_to_flips(tiny_net):
     img = np.random.default_rng(0).random((64, 64)).astype(np.float32)
-    res = run(predict_iter(tiny_net, img, tta=True, uncertainty=True))
-    flipped = predict(tiny_net, img[:, ::-1].copy(), tta=True)
+    res = run(predict_iter(tiny_net, img, tta=True, uncertainty=True, precision="fp32"))
+    flipped = predict(tiny_net, img[:, ::-1].copy(), tta=True, precision="fp32")
     np.testing.assert_allclose(res.probabilities[:, :, ::-1], flipped, atol=1e-4)
     assert res.uncertainty.shape == (64, 64)
 
@@ -99,6 +99,26 @@ def test_bad_input_gets_a_clear_error(tiny_net, image, kwargs, match):
 def test_unknown_device_is_rejected(tiny_net):
     with pytest.raises(ValueError, match="device"):
         predict(tiny_net, np.zeros((8, 8)), device="tpu")
+
+
+def test_bf16_is_close_to_fp32_and_leaves_the_model_alone(tiny_net, monkeypatch):
+    from napari_unet import devices
+
+    img = np.random.default_rng(0).random((70, 90)).astype(np.float32)
+    ref = predict(tiny_net, img, precision="fp32")
+    half = predict(tiny_net, img, precision="bf16")
+    assert half.dtype == np.float32 and half.shape == ref.shape
+    assert 0 < np.abs(half - ref).max() < 0.05  # really reduced precision, still close
+    assert all(p.dtype == torch.float32 for p in tiny_net.parameters())  # a copy was converted
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)
+    np.testing.assert_array_equal(predict(tiny_net, img), ref)  # auto = fp32 without AMX
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: True)
+    np.testing.assert_array_equal(predict(tiny_net, img), half)  # auto = bf16 with AMX
+
+
+def test_unknown_precision_is_rejected(tiny_net):
+    with pytest.raises(ValueError, match="precision"):
+        predict(tiny_net, np.zeros((8, 8)), precision="int4")
 
 
 def test_labels_separate_touching_objects_and_watershed_regrows():

@@ -69,11 +69,12 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             raise ValueError(f"{', '.join(unsupported)} cannot be used with a larger-than-memory "
                              "(zarr) input, which is predicted chunk by chunk into a mask")
         predict_to_store(model, image, a.output, device=a.device, tile=a.tile, tta=a.tta,
-                         threshold=pp["threshold"])
+                         threshold=pp["threshold"], precision=a.precision)
         print(f"wrote {a.output} (foreground mask, streamed chunk by chunk)")
         return 0
     res = _drive(predict_iter(model, image, slices=_slices(a.slices), device=a.device,
-                              tile=a.tile, tta=a.tta, channel_axis=a.channel_axis), "predict")
+                              tile=a.tile, tta=a.tta, channel_axis=a.channel_axis,
+                              precision=a.precision), "predict")
     labels = labels_from_probabilities(res.probabilities, **pp)
     dtype = np.uint16 if labels.max() < 2**16 else np.uint32
     write_array(a.output, labels.astype(dtype))
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--tile", type=int, default=None, help="input tile size in px")
     s.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto: bf16 on GPUs and on CPUs with AMX units, else fp32")
     s.add_argument("--probabilities", help="also write per-class probabilities here")
     s.add_argument("--slices", help="only these slices of a stack, e.g. 3,4")
     s.add_argument("--threshold", type=float, default=None,

@@ -50,10 +50,11 @@ def global_normalization(model: UNet, image: Any) -> UNet:
 
 
 def _predict_block(block: np.ndarray, model: UNet, device: str, tile: int | None,
-                   tta: bool) -> np.ndarray:
+                   tta: bool, precision: str = "auto") -> np.ndarray:
     from .predict import predict
 
-    prob = predict(model, block.astype(np.float32), device=device, tile=tile, tta=tta)
+    prob = predict(model, block.astype(np.float32), device=device, tile=tile, tta=tta,
+                   precision=precision)
     return prob[-1].astype(np.float32)
 
 
@@ -75,6 +76,7 @@ def _axis_chunks(n: int, edge: int, depth: int) -> tuple[int, ...]:
 def predict_dask(
     model: UNet, image: Any, *, chunks: int | None = None, device: str = "auto",
     tile: int | None = None, tta: bool = False, normalize_globally: bool = True,
+    precision: str = "auto",
 ) -> Any:
     """Lazy foreground probability of a large ``(Y, X)`` or ``(Z, Y, X)`` single-channel image.
 
@@ -87,7 +89,7 @@ def predict_dask(
     chunks : int, optional
         Spatial chunk edge (rounded to the network stride). Default: 2048, or the
         existing chunking when it is already aligned.
-    device, tile, tta
+    device, tile, tta, precision
         As in :func:`napari_unet.predict.predict_iter`.
     normalize_globally : bool
         Replace per-image normalisation by statistics of the whole array (see module doc).
@@ -99,6 +101,9 @@ def predict_dask(
     """
     import dask.array as da
 
+    from .devices import inference_dtype, resolve_device
+
+    inference_dtype(resolve_device(device), precision)  # bad values fail now, not mid-compute
     if model.in_channels != 1:
         raise ValueError("the large-data path supports single-channel models only")
     arr = da.asarray(image) if not isinstance(image, da.Array) else image
@@ -113,20 +118,21 @@ def predict_dask(
         model = global_normalization(model, arr)
     depths = ((0,) if arr.ndim == 3 else ()) + (depth, depth)
     return arr.map_overlap(_predict_block, depth=depths, boundary="none", dtype=np.float32,
-                           model=model, device=device, tile=tile, tta=tta)
+                           model=model, device=device, tile=tile, tta=tta, precision=precision)
 
 
 def predict_to_store(
     model: UNet, image: Any, output: str | os.PathLike, *, device: str = "auto",
     tile: int | None = None, tta: bool = False, threshold: float | None = None,
-    chunks: int | None = None,
+    chunks: int | None = None, precision: str = "auto",
 ) -> Path:
     """Predict a large array chunk by chunk straight into zarr or a tiled TIFF.
 
     The output holds the float32 foreground probability, or a uint8 mask (0/1) when
     ``threshold`` is given. At most one row of chunks is in memory at a time.
     """
-    result = predict_dask(model, image, chunks=chunks, device=device, tile=tile, tta=tta)
+    result = predict_dask(model, image, chunks=chunks, device=device, tile=tile, tta=tta,
+                          precision=precision)
     if threshold is not None:
         result = (result > threshold).astype(np.uint8)
     out = Path(output)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from .normalize import Normalization
 from .tiling import AxisPlan, choose_tile, crop_offset, pad_image, plan_axis
 
 CPU_BUDGET = 3 * 2**30
-CPU_MAX_TILE = 960  # per-pixel throughput drops beyond ~900 px tiles on CPUs (bench_predict)
+CPU_MAX_TILE = 860  # beyond ~800 px, tiles fall out of cache: 4x4 700-px tiles beat 3x3 876-px ones
+# on a 2048² image by 7-10 % (fp32, 2 cores; benchmarks/bench_predict.py)
 GPU_BUDGET_FRACTION = 0.5
 
 # the 8 dihedral transforms as (k rot90, flip) pairs, applied to the last two axes
@@ -99,9 +101,12 @@ def predict_slice_iter(
     tta: bool = False,
     padding_mode: str = "reflect",
     memory_budget: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Generator[tuple[int, int], None, tuple[np.ndarray, np.ndarray | None]]:
     """Predict one normalised ``(C, Y, X)`` image tile by tile.
 
+    ``dtype`` is the reduced precision (None: fp32): autocast on GPUs; on CPUs ``model``
+    must already be in that dtype (see :func:`_inference_model`).
     Yields ``(tiles_done, tiles_total)`` after each batch and returns
     ``(probabilities (K, Y, X), tta_spread (Y, X) or None)``.
     """
@@ -125,7 +130,9 @@ def predict_slice_iter(
                      plans[1].starts[j] : plans[1].starts[j] + tx] for i, j in chunk]
         )
         x = torch.from_numpy(tiles).to(device).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), devices.autocast(device):
+        if device.type == "cpu" and dtype is not None:
+            x = x.to(dtype)
+        with torch.inference_mode(), devices.autocast(device, dtype is not None, dtype):
             p, s = _forward_tta(model, x, tta)
         p = p.cpu().numpy()
         s = s.cpu().numpy() if s is not None else None
@@ -138,6 +145,17 @@ def predict_slice_iter(
         done += len(chunk)
         yield done, total
     return probs, spread
+
+
+def _inference_model(model: UNet, device: torch.device, dtype: torch.dtype | None) -> UNet:
+    """``model`` on ``device`` in eval mode and channels_last; a reduced-precision copy on CPUs.
+
+    GPUs use autocast instead; the caller's model is never converted to another dtype.
+    """
+    model = model.to(device).eval().to(memory_format=torch.channels_last)
+    if device.type == "cpu" and dtype is not None:
+        model = copy.deepcopy(model).to(dtype)
+    return model
 
 
 def _max_tile(device: torch.device) -> int | None:
@@ -170,6 +188,7 @@ def predict_iter(
     uncertainty: bool = False,
     padding_mode: str = "reflect",
     memory_budget: int | None = None,
+    precision: str = "auto",
 ) -> Generator[Progress, None, PredictionResult]:
     """Predict class probabilities with the overlap-tile strategy, yielding progress.
 
@@ -199,6 +218,9 @@ def predict_iter(
         ``"reflect"`` (mirror, the paper) or ``"constant"`` (zeros) beyond the border.
     memory_budget : int, optional
         Bytes of activations allowed per batch.
+    precision : str
+        ``"auto"`` (bf16/fp16 autocast on GPUs, bf16 on CPUs with AMX units, else fp32),
+        ``"fp32"``, ``"bf16"`` or ``"fp16"``. See :func:`napari_unet.devices.inference_dtype`.
 
     Yields
     ------
@@ -213,7 +235,8 @@ def predict_iter(
     view = as_image_view(image, model.in_channels, channel_axis)
     zs = view.check_slices(slices)
     dev = devices.resolve_device(device)
-    model = model.to(dev).eval().to(memory_format=torch.channels_last)
+    dtype = devices.inference_dtype(dev, precision)
+    model = _inference_model(model, dev, dtype)
     norm = Normalization.from_dict(model.config.normalization)
     probs = np.zeros((model.n_classes, view.n_slices, *view.yx), np.float32)
     unc = np.zeros((view.n_slices, *view.yx), np.float32) if uncertainty else None
@@ -226,7 +249,7 @@ def predict_iter(
         while True:
             gen = predict_slice_iter(
                 model, x, device=dev, tile=cur_tile, batch_size=cur_batch, tta=tta,
-                padding_mode=padding_mode, memory_budget=memory_budget,
+                padding_mode=padding_mode, memory_budget=memory_budget, dtype=dtype,
             )
             try:
                 while True:

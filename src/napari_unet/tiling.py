@@ -144,7 +144,7 @@ def choose_tile(
 ) -> int:
     """Largest input tile whose activations fit in ``budget_bytes`` without exceeding the image.
 
-    ``max_tile`` caps it: on CPUs, tiles beyond ~900 px fall out of cache and run slower
+    ``max_tile`` caps it: on CPUs, tiles beyond ~800 px fall out of cache and run slower
     per pixel (measured in ``benchmarks/bench_predict.py``).
     """
     stride = model.stride
