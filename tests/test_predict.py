@@ -106,7 +106,9 @@ def test_bf16_is_close_to_fp32_and_leaves_the_model_alone(tiny_net, monkeypatch)
 
     img = np.random.default_rng(0).random((70, 90)).astype(np.float32)
     ref = predict(tiny_net, img, precision="fp32")
-    half = predict(tiny_net, img, precision="bf16")
+    res = run(predict_iter(tiny_net, img, precision="bf16"))
+    half = res.probabilities
+    assert res.precision == "bf16"
     assert half.dtype == np.float32 and half.shape == ref.shape
     assert 0 < np.abs(half - ref).max() < 0.05  # really reduced precision, still close
     assert all(p.dtype == torch.float32 for p in tiny_net.parameters())  # a copy was converted

@@ -80,7 +80,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     write_array(a.output, labels.astype(dtype))
     if a.probabilities:
         write_array(a.probabilities, res.probabilities)
-    print(f"wrote {a.output} ({labels.max()} objects, device {res.device})")
+    print(f"wrote {a.output} ({labels.max()} objects, device {res.device}, {res.precision})")
     return 0
 
 

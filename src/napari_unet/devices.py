@@ -90,6 +90,11 @@ def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtyp
     return amp_dtype(device)
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``"fp32"``, ``"bf16"`` or ``"fp16"`` for an :func:`inference_dtype` result."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")  # type: ignore[arg-type]
+
+
 def amp_dtype(device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``device``: bf16 on CUDA where supported, else fp16; None on CPU."""
     if device.type == "cuda":

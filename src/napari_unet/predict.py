@@ -55,12 +55,15 @@ class PredictionResult:
         The slices that were predicted.
     device : str
         The device used.
+    precision : str
+        ``"fp32"``, ``"bf16"`` or ``"fp16"``: what the network ran in.
     """
 
     probabilities: np.ndarray
     uncertainty: np.ndarray | None
     slices: list[int]
     device: str
+    precision: str = "fp32"
 
 
 def _forward_tta(model: UNet, x: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -271,7 +274,7 @@ def predict_iter(
             unc[z] = spread if spread is not None else _entropy(p)
     if not view.is_stack:
         probs, unc = probs[:, 0], (unc[0] if unc is not None else None)
-    return PredictionResult(probs, unc, zs, str(dev))
+    return PredictionResult(probs, unc, zs, str(dev), devices.precision_name(dtype))
 
 
 def _shrink(

@@ -201,7 +201,7 @@ class SegmentWidget(QWidget):
 
     # --- options -------------------------------------------------------------------
     def _show_device(self, *_: Any) -> None:
-        from ..devices import resolve_device
+        from ..devices import inference_dtype, precision_name, resolve_device
 
         try:
             dev = resolve_device(self.device_combo.currentText())
@@ -209,8 +209,8 @@ class SegmentWidget(QWidget):
             self.device_label.setText("unavailable")
             self.device_label.setToolTip(str(err))
             return
-        self.device_label.setText(f"using {dev.type}")
-        self.device_label.setToolTip("")
+        self.device_label.setText(f"using {dev.type}, {precision_name(inference_dtype(dev))}")
+        self.device_label.setToolTip("bf16 where the hardware runs it natively (GPUs, AMX CPUs)")
 
     def _update_scope(self, *_: Any) -> None:
         image = self.image_combo.layer()

@@ -75,7 +75,8 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
     probs = result.probabilities
     is_stack = probs.ndim == 4
     fg_class = min(1, probs.shape[0] - 1)
-    out = SegmentOutput(list(result.slices), device=result.device, is_stack=is_stack)
+    out = SegmentOutput(list(result.slices), device=f"{result.device}, {result.precision}",
+                        is_stack=is_stack)
     for z in result.slices:
         p = probs[:, z] if is_stack else probs
         out.labels[z] = labels_from_probabilities(
