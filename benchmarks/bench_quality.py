@@ -7,8 +7,12 @@ ground truth, fine-tune on all corrected images so far with the default settings
 fixed CPU budget, and score the held-apart test split (benchmarks/datasets.py). Peers run
 in the same process on the same images: a random forest on multiscale features (the
 ilastik/APOC/convpaint approach) trained on the same corrected images, and Otsu.
-Predictions run in fp32 so that the scores do not depend on the CPU (``precision="auto"``
-would use bf16 on AMX CPUs; the starter models' scores move by < 0.002 there).
+The models scored are the starter models' dev twins (benchmarks/models/): the shipped
+recipe (scripts/train_starter_models.py --data dev) trained on the training splits only,
+so that no test image was in any training set; the shipped models are the same recipe
+trained on all of ../shared/data. Predictions run in fp32 so that the scores do not depend
+on the CPU (``precision="auto"`` would use bf16 on AMX CPUs; the starter models' scores
+move by < 0.002 there).
 
 Last line: ``RESULT nuclei_f1_r0=... nuclei_f1_r3=... em_rand_r0=... em_rand_r2=... effort_drop=...``
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -33,6 +38,9 @@ from napari_unet.normalize import Normalization
 from napari_unet.postprocess import labels_from_probabilities, postprocess_settings
 from napari_unet.predict import predict
 from napari_unet.train import TrainConfig, fine_tune
+
+# dev twins of the shipped models: same recipe, trained without the test splits
+TWINS = Path(__file__).resolve().parent / "models"
 
 
 def fine_tune_budget(model, images, labels, budget_s: float, cfg: TrainConfig) -> int:
@@ -107,7 +115,7 @@ def otsu_watershed(image: np.ndarray) -> np.ndarray:
 
 # --- the two experiments -------------------------------------------------------------------
 def nuclei_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
-    model = load_model("nuclei-fluorescence")
+    model = load_model(TWINS / "nuclei-fluorescence.pt")
     all_img, all_lab = datasets.nuclei(datasets.NUCLEI_TEST)
     zero_shot_all = f1_mean(all_lab, [seg_nuclei(model, im) for im in all_img])
     print(f"\nNUCLEI  starter zero-shot F1 on the whole test split ({len(all_img)} images, "
@@ -147,7 +155,7 @@ def nuclei_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
 
 
 def em_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
-    model = load_model("em-membranes")
+    model = load_model(TWINS / "em-membranes.pt")
     test_img, test_lab = datasets.em(datasets.EM_TEST)
     pool_img, pool_lab = datasets.em(datasets.EM_ROUNDS)
     rng = np.random.default_rng(0)

@@ -20,7 +20,13 @@ NUCLEI_ROUNDS = {"fluo_520x696": [31, 35, 37]}
 NUCLEI_TEST = {"fluo_520x696": range(35, 45), "fluo_256": range(170, 200)}
 NUCLEI_LOOP_TEST = {"fluo_520x696": [36, 38, 40, 41, 43, 44]}
 
+# Everything in ../shared/data: the shipped models are trained on it (the issue asks for
+# "both sets" and "slices 0-19"); their dev twins in benchmarks/models/ (same recipe, the
+# splits above and below only) are what the quality benchmark scores on held-out data.
+NUCLEI_ALL = {"fluo_520x696": range(0, 45), "fluo_256": range(0, 200)}
+
 # ISBI 2012 EM slices
+EM_ALL = range(0, 20)
 EM_TRAIN = range(0, 10)
 EM_ROUNDS = range(10, 13)
 EM_TEST = range(13, 20)

@@ -41,6 +41,18 @@ def test_train_predict_evaluate_roundtrip(tmp_path, blobs, tiny_net, capsys):
     pred = tifffile.imread(tmp_path / "pred.tif")
     assert pred.shape == (2, 96, 96) and pred.dtype == np.uint16
     assert tifffile.imread(tmp_path / "p.tif").shape == (2, 2, 96, 96)
+    # a model that recommends TTA gets it by default; --no-tta switches it off
+    tta_model = load_model(tmp_path / "m.pt")
+    tta_model.record["predict"] = {"tta": True}
+    save_model(tta_model, tmp_path / "m_tta.pt")
+    for flag, name in ((None, "auto"), ("--tta", "on"), ("--no-tta", "off")):
+        assert main(["predict", str(tmp_path / "img.tif"), "-o", str(tmp_path / f"{name}.tif"),
+                     "--model", str(tmp_path / "m_tta.pt"), "--slices", "0", "--precision",
+                     "fp32", "--probabilities", str(tmp_path / f"p_{name}.tif"),
+                     *([flag] if flag else [])]) == 0
+    p_auto, p_on, p_off = (tifffile.imread(tmp_path / f"p_{n}.tif") for n in ("auto", "on", "off"))
+    np.testing.assert_allclose(p_auto, p_on, atol=1e-6)
+    assert np.abs(p_auto - p_off).max() > 1e-4
     capsys.readouterr()
     assert main(["evaluate", "--truth", str(tmp_path / "lab.tif"), "--pred",
                  str(tmp_path / "lab.tif")]) == 0

@@ -4,7 +4,7 @@ import torch
 
 from napari_unet.model import UNet
 from napari_unet.postprocess import labels_from_probabilities
-from napari_unet.predict import Progress, predict, predict_iter, run
+from napari_unet.predict import Progress, predict, predict_iter, recommended_tta, run
 
 
 def whole_image_pass(net: UNet, img: np.ndarray) -> np.ndarray:
@@ -78,6 +78,18 @@ def test_tta_is_invariant_to_flips(tiny_net):
     flipped = predict(tiny_net, img[:, ::-1].copy(), tta=True, precision="fp32")
     np.testing.assert_allclose(res.probabilities[:, :, ::-1], flipped, atol=1e-4)
     assert res.uncertainty.shape == (64, 64)
+
+
+def test_tta_default_follows_the_model(tiny_net):
+    img = np.random.default_rng(1).random((40, 52)).astype(np.float32)
+    assert recommended_tta(tiny_net) is False
+    plain = predict(tiny_net, img, precision="fp32")
+    tiny_net.record["predict"] = {"tta": True}
+    assert recommended_tta(tiny_net) is True
+    default = predict(tiny_net, img, precision="fp32")
+    np.testing.assert_allclose(default, predict(tiny_net, img, tta=True, precision="fp32"), atol=1e-6)
+    assert np.abs(default - plain).max() > 1e-3  # a random net is not flip-invariant
+    np.testing.assert_allclose(predict(tiny_net, img, tta=False, precision="fp32"), plain, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,21 @@ def test_segment_current_slice_fills_labels(make_napari_viewer, qtbot):
     assert widget.cancel_button.isEnabled() is False
 
 
+def test_tta_box_follows_the_chosen_model(make_napari_viewer, tiny_session):
+    viewer = make_napari_viewer()
+    widget = _segment_dock(viewer)
+    assert widget.tta_check.isChecked() is False  # the tiny model recommends nothing
+    em_like = UNet(base_channels=4, depth=3)
+    em_like.record["predict"] = {"tta": True}
+    tiny_session.add_model(em_like, kind="new", name="tta-model")
+    widget.model_combo.setCurrentText("tta-model")
+    widget._on_model_chosen(widget.model_combo.currentIndex())
+    assert widget.tta_check.isChecked() is True
+    widget.model_combo.setCurrentText("tiny")
+    widget._on_model_chosen(widget.model_combo.currentIndex())
+    assert widget.tta_check.isChecked() is False
+
+
 def test_segment_keeps_corrected_slices_unless_confirmed(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     widget = _segment_dock(viewer)

@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="nuclei-fluorescence", help="built-in name or file")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--tile", type=int, default=None, help="input tile size in px")
-    s.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    s.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the 8 flips/rotations (default: the model's recommendation)")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="auto: bf16 on GPUs and on CPUs with AMX units, else fp32")
     s.add_argument("--probabilities", help="also write per-class probabilities here")

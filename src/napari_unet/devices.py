@@ -95,6 +95,17 @@ def precision_name(dtype: torch.dtype | None) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")  # type: ignore[arg-type]
 
 
+def training_dtype(device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for training: :func:`amp_dtype` on GPUs, bf16 on CPUs with AMX units.
+
+    On AMX CPUs a bf16-autocast training step of the starter architectures is about 1.5x
+    faster than fp32 (weights, optimiser state and the loss stay fp32).
+    """
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_fast_bf16() else None
+    return amp_dtype(device)
+
+
 def amp_dtype(device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``device``: bf16 on CUDA where supported, else fp16; None on CPU."""
     if device.type == "cuda":

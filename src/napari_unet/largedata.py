@@ -50,7 +50,7 @@ def global_normalization(model: UNet, image: Any) -> UNet:
 
 
 def _predict_block(block: np.ndarray, model: UNet, device: str, tile: int | None,
-                   tta: bool, precision: str = "auto") -> np.ndarray:
+                   tta: bool | None, precision: str = "auto") -> np.ndarray:
     from .predict import predict
 
     prob = predict(model, block.astype(np.float32), device=device, tile=tile, tta=tta,
@@ -75,7 +75,7 @@ def _axis_chunks(n: int, edge: int, depth: int) -> tuple[int, ...]:
 
 def predict_dask(
     model: UNet, image: Any, *, chunks: int | None = None, device: str = "auto",
-    tile: int | None = None, tta: bool = False, normalize_globally: bool = True,
+    tile: int | None = None, tta: bool | None = None, normalize_globally: bool = True,
     precision: str = "auto",
 ) -> Any:
     """Lazy foreground probability of a large ``(Y, X)`` or ``(Z, Y, X)`` single-channel image.
@@ -123,7 +123,7 @@ def predict_dask(
 
 def predict_to_store(
     model: UNet, image: Any, output: str | os.PathLike, *, device: str = "auto",
-    tile: int | None = None, tta: bool = False, threshold: float | None = None,
+    tile: int | None = None, tta: bool | None = None, threshold: float | None = None,
     chunks: int | None = None, precision: str = "auto",
 ) -> Path:
     """Predict a large array chunk by chunk straight into zarr or a tiled TIFF.

@@ -178,6 +178,16 @@ def _default_budget(device: torch.device) -> int:
     return CPU_BUDGET
 
 
+def recommended_tta(model: UNet) -> bool:
+    """Whether ``model`` is meant to be used with test-time augmentation.
+
+    Set by the starter-model script (``model.record["predict"]["tta"]``) where averaging the
+    8 flips/rotations pays for its 8x cost (the EM model: fewer membrane gaps); fine-tuned
+    versions inherit it. False for models without a record.
+    """
+    return bool((getattr(model, "record", {}).get("predict") or {}).get("tta", False))
+
+
 def predict_iter(
     model: UNet,
     image: np.ndarray,
@@ -187,7 +197,7 @@ def predict_iter(
     device: str | torch.device = "auto",
     tile: int | None = None,
     batch_size: int | None = None,
-    tta: bool = False,
+    tta: bool | None = None,
     uncertainty: bool = False,
     padding_mode: str = "reflect",
     memory_budget: int | None = None,
@@ -213,8 +223,9 @@ def predict_iter(
         fits the memory budget.
     batch_size : int, optional
         Tiles per forward pass. Default: from the memory budget.
-    tta : bool
-        Average over the 8 dihedral transforms (flips and 90° rotations).
+    tta : bool, optional
+        Average over the 8 dihedral transforms (flips and 90° rotations). Default: the
+        model's recommendation, :func:`recommended_tta`.
     uncertainty : bool
         Also return a per-pixel uncertainty map (entropy, or TTA spread with ``tta``).
     padding_mode : str
@@ -237,6 +248,7 @@ def predict_iter(
     """
     view = as_image_view(image, model.in_channels, channel_axis)
     zs = view.check_slices(slices)
+    tta = recommended_tta(model) if tta is None else bool(tta)
     dev = devices.resolve_device(device)
     dtype = devices.inference_dtype(dev, precision)
     model = _inference_model(model, dev, dtype)
@@ -309,4 +321,5 @@ def predict(model: UNet, image: np.ndarray, **kwargs: object) -> np.ndarray:
     return run(predict_iter(model, image, **kwargs)).probabilities  # type: ignore[union-attr]
 
 
-__all__ = ["ImageView", "Progress", "PredictionResult", "predict", "predict_iter", "run"]
+__all__ = ["ImageView", "Progress", "PredictionResult", "predict", "predict_iter",
+           "recommended_tta", "run"]

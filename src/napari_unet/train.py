@@ -61,7 +61,7 @@ class TrainConfig:
     seed : int
         Seed for crops, augmentation and dropout.
     amp : bool
-        Mixed precision on GPUs.
+        Mixed precision: bf16/fp16 autocast on GPUs, bf16 on CPUs with AMX units.
     val_every : int
         Evaluate the ``validate`` callback every this many steps (0: never).
     checkpoint_path : str or None
@@ -298,7 +298,7 @@ def fine_tune(
         opt.load_state_dict(ck["optimizer"])
         start = int(ck["step"])
     sched = _scheduler(opt, cfg, start)
-    amp = devices.amp_dtype(dev) if cfg.amp else None
+    amp = devices.training_dtype(dev) if cfg.amp else None
     scaler = torch.amp.GradScaler(dev.type, enabled=amp == torch.float16)
     in_tile = model.valid_input_size(cfg.tile + 2 * model.halo)
     parent = model.record.get("name") or model.record.get("source")
@@ -310,7 +310,7 @@ def fine_tune(
         t = torch.from_numpy(np.stack([b[1] for b in batch])).to(dev)
         w = torch.from_numpy(np.stack([b[2] for b in batch])).to(dev)
         opt.zero_grad(set_to_none=True)
-        with devices.autocast(dev, amp is not None):
+        with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             loss = weighted_loss(model(x), t, w)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the "

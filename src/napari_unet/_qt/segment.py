@@ -174,11 +174,14 @@ class SegmentWidget(QWidget):
     def _apply_postprocess_defaults(self) -> None:
         """Show the post-processing the current model was tuned with (the user may change it)."""
         from ..postprocess import postprocess_settings
+        from ..predict import recommended_tta
 
         try:
-            pp = postprocess_settings(self.session.current.get_model())
+            model = self.session.current.get_model()
         except (OSError, ValueError):
             return  # a broken file is reported when it is used
+        pp = postprocess_settings(model)
+        self.tta_check.setChecked(recommended_tta(model))
         self.threshold_spin.setValue(float(pp["threshold"]))
         self.watershed_check.setChecked(bool(pp["watershed"]))
         self.min_size_spin.setValue(int(pp["min_size"]))
