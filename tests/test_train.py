@@ -56,6 +56,23 @@ def test_loss_decreases_with_augmentation(blobs):
     assert np.mean(losses[-8:]) < np.mean(losses[:8])
 
 
+@pytest.mark.parametrize("fast_bf16", [False, True])
+def test_cpu_training_precision_follows_the_hardware(tiny_net, blobs, monkeypatch, fast_bf16):
+    from napari_unet import devices
+
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: fast_bf16)
+    cpu = torch.device("cpu")
+    assert devices.training_dtype(cpu) == (torch.bfloat16 if fast_bf16 else None)
+    seen = []
+    tiny_net.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    events, model = drive(fine_tune(tiny_net, *stack(blobs), cfg(steps=2)))
+    assert seen == [torch.bfloat16 if fast_bf16 else torch.float32] * 2
+    assert all(np.isfinite(e.loss) for e in events)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    drive(fine_tune(tiny_net, *stack(blobs), cfg(steps=1, amp=False)))
+    assert seen[-1] == torch.float32  # amp=False always trains in fp32
+
+
 def test_cancel_keeps_last_completed_step(tiny_net, blobs):
     imgs, labs = stack(blobs)
     gen = fine_tune(tiny_net, imgs, labs, cfg(steps=50))
