@@ -178,3 +178,35 @@ def _key(name):
     return coerce_keybinding(name)
 
 
+
+
+def test_large_stacks_are_scanned_in_a_worker(make_napari_viewer, qtbot, monkeypatch):
+    from napari_unet._qt import finetune
+
+    monkeypatch.setattr(finetune, "SYNC_SCAN_BYTES", 0)  # every stack counts as large
+    viewer = make_napari_viewer()
+    widget = _finetune_dock(viewer)
+    labels = viewer.layers["nuclei ground truth"]
+    labels.data[1] = 0
+    first = widget.refresh_slices()
+    assert first is not None and widget.refresh_slices() is first  # one scan at a time
+    qtbot.waitUntil(lambda: widget.scan_worker is None, timeout=TIMEOUT)
+    assert widget.slice_list.rows() == [0, 2, 3]
+
+
+def test_training_snapshot_copies_only_the_chosen_slices():
+    from napari_unet._qt.finetune_jobs import annotated_iter, labels_snapshot
+
+    lab = np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6)
+    snap = labels_snapshot(lab, [1, 3])
+    np.testing.assert_array_equal(snap[[1, 3]], lab[[1, 3]])
+    assert not snap[[0, 2]].any()
+    lab[1] = 7  # painting after the snapshot does not reach the training data
+    assert snap[1, 0, 0] == 30
+    np.testing.assert_array_equal(labels_snapshot(lab[0], None), lab[0])
+    lab[2] = 0
+    gen, seen = annotated_iter(lab), []
+    with pytest.raises(StopIteration) as stop:
+        while True:
+            seen.append(next(gen))
+    assert seen == [0, 1, 2, 3] and stop.value.value == [0, 1, 3]

@@ -11,6 +11,37 @@ import numpy as np
 from .session import ModelVersion
 
 
+def annotated_iter(labels: Any) -> Generator[int, None, list[int]]:
+    """Slices of a label stack holding any annotation, one slice at a time (yields each index).
+
+    Runs in a worker for large stacks, so that scanning them never freezes napari.
+    """
+    from ..train import annotated_slices
+
+    if np.ndim(labels) == 2:
+        return annotated_slices(np.asarray(labels))
+    found = []
+    for z in range(labels.shape[0]):
+        found += [z] if annotated_slices(np.asarray(labels[z])[None]) else []
+        yield z
+    return found
+
+
+def labels_snapshot(labels: Any, slices: Sequence[int] | None) -> np.ndarray:
+    """A copy of the labels to train on, so that painting can go on during training.
+
+    For stacks only the ``slices`` to train on are copied into a zero-filled array (the
+    operating system hands out the untouched zero pages lazily), which keeps the copy
+    cheap and off the GUI thread's critical path even for stacks of many GB.
+    """
+    if slices is None:
+        return np.array(labels)
+    out = np.zeros(labels.shape, labels.dtype)
+    for z in slices:
+        out[z] = labels[z]
+    return out
+
+
 def finetune_iter(
     version: ModelVersion, images: Any, labels: np.ndarray, config: Any,
     slices: Sequence[int] | None, channel_axis: int | None,
