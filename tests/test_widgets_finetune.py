@@ -181,7 +181,7 @@ def _key(name):
 
 
 def test_large_stacks_are_scanned_in_a_worker(make_napari_viewer, qtbot, monkeypatch):
-    from napari_unet._qt import finetune
+    from napari_unet._qt import finetune_scan as finetune
 
     monkeypatch.setattr(finetune, "SYNC_SCAN_BYTES", 0)  # every stack counts as large
     viewer = make_napari_viewer()

@@ -33,7 +33,8 @@ from .common import (
     start_job,
 )
 from .correct import CorrectionPanel
-from .finetune_jobs import annotated_iter, finetune_iter, labels_snapshot, preview_iter
+from .finetune_jobs import finetune_iter, labels_snapshot, preview_iter
+from .finetune_scan import SliceScanMixin
 from .plot import LossPlot
 from .segment import DEVICES, ask_overwrite
 from .segment_job import SegmentRequest, apply_segmentation, confirm_targets, labels_name
@@ -46,10 +47,7 @@ if TYPE_CHECKING:
     import napari
 
 
-SYNC_SCAN_BYTES = 64 * 2**20  # larger label stacks are scanned for annotations in a worker
-
-
-class FineTuneWidget(QWidget):
+class FineTuneWidget(SliceScanMixin, QWidget):
     """Fine-tune the current model on corrected slices; each run adds a model version.
 
     Parameters
@@ -203,43 +201,6 @@ class FineTuneWidget(QWidget):
 
     def _on_marks(self, layer: Any) -> None:
         if same_layer(layer, self.labels_combo.layer()):
-            self.refresh_slices()
-
-    def refresh_slices(self, *_: Any) -> Any:
-        """Re-detect the annotated slices (any nonzero label) and show the marks.
-
-        Stacks over :data:`SYNC_SCAN_BYTES` are scanned in a worker (returned); a refresh
-        asked for during a scan runs when it ends.
-        """
-        from ..train import annotated_slices
-
-        labels = self.labels_combo.layer()
-        if labels is None:
-            self.slice_list.clear()
-            return None
-        if getattr(labels.data, "nbytes", 0) <= SYNC_SCAN_BYTES:
-            self._show_slices(labels, annotated_slices(np.asarray(labels.data)))
-            return None
-        if self.scan_worker is not None:
-            self._rescan = True
-            return self.scan_worker
-        data = labels.data
-        self.scan_worker = start_job(
-            lambda: annotated_iter(data), owner=self,
-            on_return=lambda found: self._show_slices(labels, found),
-            on_finish=self._on_scan_finished, what="Fine-tune",
-        )
-        return self.scan_worker
-
-    def _show_slices(self, labels: Labels, annotated: list[int]) -> None:
-        if same_layer(labels, self.labels_combo.layer()):
-            self.slice_list.fill(annotated, self.session.corrected(labels),
-                                 stack=spatial_ndim(labels) >= 3)
-
-    def _on_scan_finished(self) -> None:
-        self.scan_worker = None
-        if self._rescan:
-            self._rescan = False
             self.refresh_slices()
 
     # --- training ------------------------------------------------------------------
