@@ -70,19 +70,25 @@ def training_data(name: str, data: str) -> tuple[list, list, str]:
 def tune_postprocessing(name: str, model: UNet, images: list, labels: list) -> dict:
     """Pick the threshold (and watershed, min size) on training images, never on test ones.
 
-    Nuclei: F1 of the instance labels. EM: adapted Rand error of the interior's components;
-    the weighted loss (class balance, w0 = 10 at the borders) makes the network generous
-    with membrane, so the best interior threshold lies well below 0.5 (about 0.15-0.2).
+    Nuclei: F1 of the instance labels. EM: adapted Rand error of the cells, the interior's
+    components above the threshold (smaller ones dropped) grown by a seeded watershed into
+    a partition (``fill``). Without the fill, membrane predicted inside a cell counts as one
+    huge extra segment; with it the twin's test error fell 0.17 -> 0.06 (slices 13-19).
     """
     if not name.startswith("nuclei"):
         probs = predict(model, np.stack(images), device="cpu", precision="fp32")
-        scores = {th: float(np.mean([adapted_rand(t, p[1] > th) for t, p in
-                                     zip(labels, probs.transpose(1, 0, 2, 3), strict=True)]))
-                  for th in (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)}
-        th = min(scores, key=scores.get)
-        print(f"{name}: interior threshold {th} (train adapted Rand {scores[th]:.3f}; "
-              f"{ {k: round(v, 3) for k, v in scores.items()} })", flush=True)
-        return {"threshold": th, "watershed": False, "min_size": 0}
+        scores = {}
+        for th in (0.3, 0.4, 0.5, 0.6, 0.7):
+            for min_size in (0, 30):
+                pp = {"threshold": th, "watershed": False, "min_size": min_size, "fill": True}
+                scores[(th, min_size)] = float(np.mean([
+                    adapted_rand(t, labels_from_probabilities(p, **pp))
+                    for t, p in zip(labels, probs.transpose(1, 0, 2, 3), strict=True)]))
+        th, min_size = min(scores, key=scores.get)
+        print(f"{name}: interior threshold {th}, min seed {min_size} px, fill (train adapted "
+              f"Rand {scores[(th, min_size)]:.4f}; { {k: round(v, 4) for k, v in scores.items()} })",
+              flush=True)
+        return {"threshold": th, "watershed": False, "min_size": min_size, "fill": True}
     probs = [predict(model, im, device="cpu", precision="fp32") for im in images[::8]]
     best, best_f1 = None, -1.0
     for th in (0.4, 0.5, 0.6, 0.7, 0.8):
@@ -150,9 +156,8 @@ def quick_eval(name: str, model: UNet, device: str, data: str) -> dict:
     img, lab = datasets.em(datasets.EM_TEST)
     prob = predict(model, img, device=device, precision="fp32")[1]
     out = {"test_" + k: v for k, v in evaluate_em(lab, prob).items()}
-    th = model.record["postprocess"]["threshold"]
-    out["test_adapted_rand_at_threshold"] = float(np.mean([adapted_rand(t, p > th)
-                                                           for t, p in zip(lab, prob, strict=True)]))
+    seg = labels_from_probabilities(np.stack([1 - prob, prob]), **model.record["postprocess"])
+    out["test_adapted_rand_stored_settings"] = evaluate_em(lab, seg)["adapted_rand_error"]
     return out
 
 

@@ -151,6 +151,47 @@ def test_labels_separate_touching_objects_and_watershed_regrows():
 def test_models_carry_their_postprocessing(tiny_net):
     from napari_unet.postprocess import postprocess_settings
 
-    assert postprocess_settings(tiny_net) == {"threshold": 0.5, "watershed": False, "min_size": 0}
+    assert postprocess_settings(tiny_net) == {"threshold": 0.5, "watershed": False, "min_size": 0,
+                                              "fill": False}
     tiny_net.record["postprocess"] = {"threshold": 0.7, "watershed": True, "bogus": 1}
-    assert postprocess_settings(tiny_net) == {"threshold": 0.7, "watershed": True, "min_size": 0}
+    assert postprocess_settings(tiny_net) == {"threshold": 0.7, "watershed": True, "min_size": 0,
+                                              "fill": False}
+
+
+def _cells_probability() -> np.ndarray:
+    """Three cells tiling a field, 4-px membranes, one tiny spurious blob in a membrane."""
+    p = np.full((40, 60), 0.9, np.float32)
+    p[:, 18:22] = p[:, 38:42] = 0.1  # membranes at x = 18-21 and 38-41
+    p[10:13, 39:41] = 0.6  # an isolated 6-px seed inside the right membrane
+    return np.stack([1 - p, p])
+
+
+def test_fill_partitions_the_image_and_drops_small_seeds():
+    p = _cells_probability()
+    plain = labels_from_probabilities(p)
+    assert plain.max() == 4 and (plain == 0).sum() == 2 * 4 * 40 - 6
+    filled = labels_from_probabilities(p, fill=True, min_size=10)
+    assert (filled > 0).all() and len(np.unique(filled)) == 3
+    # each membrane pixel joins a neighbouring cell; the small seed is gone
+    assert set(np.unique(filled[:, :19])) == {filled[0, 0]} and filled[11, 39] in (
+        filled[0, 30], filled[0, 50])
+    stack = labels_from_probabilities(np.stack([p, p], axis=1), fill=True, min_size=10)
+    assert (stack > 0).all() and len(np.unique(stack)) == 6
+
+
+def test_evaluate_em_scores_partitions_labels_and_probabilities():
+    from napari_unet.metrics import evaluate_em
+
+    p = _cells_probability()
+    truth = np.zeros((40, 60), np.int32)
+    truth[:, :17], truth[:, 23:37], truth[:, 43:] = 1, 2, 3  # a wider true membrane
+    filled = labels_from_probabilities(p, fill=True, min_size=10)
+    assert evaluate_em(truth, filled)["adapted_rand_error"] == pytest.approx(0.0, abs=1e-9)
+    # probabilities are seeded and filled at the best threshold
+    assert evaluate_em(truth, p[1])["adapted_rand_error"] < 1e-9
+    # a merge of two cells costs
+    merged = filled.copy()
+    merged[merged == filled[0, 50]] = filled[0, 0]
+    assert evaluate_em(truth, merged)["adapted_rand_error"] > 0.2
+    with pytest.raises(ValueError, match="shape"):
+        evaluate_em(truth, filled[:, :30])

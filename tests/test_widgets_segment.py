@@ -66,19 +66,27 @@ def test_segment_current_slice_fills_labels(make_napari_viewer, qtbot):
     assert widget.cancel_button.isEnabled() is False
 
 
-def test_tta_box_follows_the_chosen_model(make_napari_viewer, tiny_session):
+def test_tta_and_postprocessing_follow_the_chosen_model(make_napari_viewer, tiny_session, qtbot):
     viewer = make_napari_viewer()
     widget = _segment_dock(viewer)
     assert widget.tta_check.isChecked() is False  # the tiny model recommends nothing
+    assert widget.fill_check.isChecked() is False
     em_like = UNet(base_channels=4, depth=3)
     em_like.record["predict"] = {"tta": True}
+    em_like.record["postprocess"] = {"threshold": 0.05, "min_size": 3, "fill": True}
     tiny_session.add_model(em_like, kind="new", name="tta-model")
     widget.model_combo.setCurrentText("tta-model")
     widget._on_model_chosen(widget.model_combo.currentIndex())
-    assert widget.tta_check.isChecked() is True
+    assert widget.tta_check.isChecked() is True and widget.fill_check.isChecked() is True
+    assert widget.threshold_spin.value() == pytest.approx(0.05) and widget.min_size_spin.value() == 3
+    widget.scope_combo.setCurrentText("current slice")
+    viewer.dims.set_current_step(0, 1)
+    _wait(qtbot, widget.run())
+    labels = viewer.layers["nuclei labels"].data
+    assert labels[1].all() and not labels[[0, 2, 3]].any()  # the filled slice has no background
     widget.model_combo.setCurrentText("tiny")
     widget._on_model_chosen(widget.model_combo.currentIndex())
-    assert widget.tta_check.isChecked() is False
+    assert widget.tta_check.isChecked() is False and widget.fill_check.isChecked() is False
 
 
 def test_segment_keeps_corrected_slices_unless_confirmed(make_napari_viewer, qtbot):

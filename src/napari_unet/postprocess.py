@@ -10,7 +10,7 @@ from skimage.measure import label as cc_label
 from skimage.morphology import disk, remove_small_objects
 from skimage.segmentation import watershed as sk_watershed
 
-DEFAULTS = {"threshold": 0.5, "watershed": False, "min_size": 0}
+DEFAULTS = {"threshold": 0.5, "watershed": False, "min_size": 0, "fill": False}
 
 
 def postprocess_settings(model: Any) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def postprocess_settings(model: Any) -> dict[str, Any]:
 
 
 def _labels_2d(
-    prob_fg: np.ndarray, threshold: float, watershed: bool, min_size: int, grow: int
+    prob_fg: np.ndarray, threshold: float, watershed: bool, min_size: int, grow: int, fill: bool
 ) -> np.ndarray:
     fg = prob_fg > threshold
     if min_size > 0:
@@ -32,6 +32,9 @@ def _labels_2d(
         except TypeError:  # older releases: objects < min_size
             fg = remove_small_objects(fg, min_size=min_size)
     lab = cc_label(fg, connectivity=1).astype(np.int32)
+    if fill and lab.max() > 0:
+        # a partition: every pixel joins the seed it reaches first over the border ridges
+        return sk_watershed(-prob_fg, markers=lab).astype(np.int32)
     if watershed and lab.max() > 0:
         # closing fills the thin gaps between neighbours but not the outer outlines
         mask = ndi.binary_closing(fg, structure=disk(grow), border_value=0) | fg
@@ -46,6 +49,7 @@ def labels_from_probabilities(
     watershed: bool = False,
     min_size: int = 0,
     grow: int = 2,
+    fill: bool = False,
 ) -> np.ndarray:
     """Instance labels: 4-connected components of the foreground class.
 
@@ -53,6 +57,10 @@ def labels_from_probabilities(
     separate labels. With ``watershed`` the instances are grown back over those border
     pixels by a seeded watershed on the foreground probability, restricted to the gaps that
     a morphological closing with a disk of radius ``grow`` fills (outer outlines stay).
+    With ``fill`` the components are seeds of a watershed over the whole image, which
+    becomes a partition with no background: cells that tile the field, as in EM, where
+    the predicted membranes are split between their neighbours. Small seeds
+    (``min_size``) are dropped first and their pixels join a neighbour.
 
     Parameters
     ----------
@@ -68,6 +76,8 @@ def labels_from_probabilities(
         Remove foreground components smaller than this many pixels.
     grow : int
         Maximal growth in pixels for ``watershed``.
+    fill : bool
+        Grow the components over every background pixel (overrides ``watershed``).
 
     Returns
     -------
@@ -82,11 +92,11 @@ def labels_from_probabilities(
         raise ValueError(f"fg_class {fg_class} out of range for {p.shape[0]} classes")
     fg = p[fg_class]
     if fg.ndim == 2:
-        return _labels_2d(fg, threshold, watershed, min_size, grow)
+        return _labels_2d(fg, threshold, watershed, min_size, grow, fill)
     out = np.zeros(fg.shape, np.int32)
     offset = 0
     for z in range(fg.shape[0]):
-        lab = _labels_2d(fg[z], threshold, watershed, min_size, grow)
+        lab = _labels_2d(fg[z], threshold, watershed, min_size, grow, fill)
         out[z] = np.where(lab > 0, lab + offset, 0)
         offset = max(offset, int(out[z].max()))
     return out

@@ -102,6 +102,8 @@ class SegmentWidget(QWidget):
         self.threshold_spin.setSingleStep(0.05)
         self.threshold_spin.setValue(0.5)
         self.watershed_check = QCheckBox("watershed (grow over borders)", self)
+        self.fill_check = QCheckBox("fill (cells tile the image, e.g. EM)", self)
+        self.fill_check.setToolTip("Grow the objects over all background: every pixel gets a label")
         self.min_size_spin = QSpinBox(self)
         self.min_size_spin.setRange(0, 100000)
         self.run_button = QPushButton("Segment", self)
@@ -129,6 +131,7 @@ class SegmentWidget(QWidget):
         form.addRow("threshold", self.threshold_spin)
         form.addRow("min size (px)", self.min_size_spin)
         form.addRow("", self.watershed_check)
+        form.addRow("", self.fill_check)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -184,6 +187,7 @@ class SegmentWidget(QWidget):
         self.tta_check.setChecked(recommended_tta(model))
         self.threshold_spin.setValue(float(pp["threshold"]))
         self.watershed_check.setChecked(bool(pp["watershed"]))
+        self.fill_check.setChecked(bool(pp["fill"]))
         self.min_size_spin.setValue(int(pp["min_size"]))
 
     def _on_model_chosen(self, index: int) -> None:
@@ -265,6 +269,7 @@ class SegmentWidget(QWidget):
             device=self.device_combo.currentText(), tta=self.tta_check.isChecked(),
             uncertainty=self.unc_check.isChecked(), threshold=self.threshold_spin.value(),
             watershed=self.watershed_check.isChecked(), min_size=self.min_size_spin.value(),
+            fill=self.fill_check.isChecked(),
         )
         version = self.session.current
         self._set_running(True)

@@ -35,6 +35,7 @@ class SegmentRequest:
     threshold: float = 0.5
     watershed: bool = False
     min_size: int = 0
+    fill: bool = False
 
 
 @dataclass
@@ -81,7 +82,7 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
         p = probs[:, z] if is_stack else probs
         out.labels[z] = labels_from_probabilities(
             p, threshold=req.threshold, fg_class=fg_class, watershed=req.watershed,
-            min_size=req.min_size,
+            min_size=req.min_size, fill=req.fill,
         )
         out.foreground[z] = p[fg_class].astype(np.float32, copy=False)
         if result.uncertainty is not None:
