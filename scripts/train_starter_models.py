@@ -89,16 +89,19 @@ def tune_postprocessing(name: str, model: UNet, images: list, labels: list) -> d
               f"Rand {scores[(th, min_size)]:.4f}; { {k: round(v, 4) for k, v in scores.items()} })",
               flush=True)
         return {"threshold": th, "watershed": False, "min_size": min_size, "fill": True}
-    probs = [predict(model, im, device="cpu", precision="fp32") for im in images[::8]]
+    # seed_threshold splits merged nuclei at their confident cores: train-subset F1 +0.011
+    probs = [predict(model, im, device="cpu", precision="fp32") for im in images[::2]]
     best, best_f1 = None, -1.0
-    for th in (0.4, 0.5, 0.6, 0.7, 0.8):
-        for min_size in (0, 15, 30):
-            pp = {"threshold": th, "watershed": True, "min_size": min_size}
-            f1 = np.mean([evaluate_nuclei(t, labels_from_probabilities(p, **pp))["f1"]
-                          for t, p in zip(labels[::8], probs, strict=True)])
-            if f1 > best_f1:
-                best, best_f1 = pp, f1
-    print(f"{name}: post-processing {best} (train-subset F1 {best_f1:.3f})", flush=True)
+    for th in (0.6, 0.7, 0.75):
+        for seed in (None, 0.8, 0.85, 0.9):
+            for min_size in (15, 30, 45):
+                pp = {"threshold": th, "watershed": True, "min_size": min_size,
+                      "seed_threshold": seed}
+                f1 = np.mean([evaluate_nuclei(t, labels_from_probabilities(p, **pp))["f1"]
+                              for t, p in zip(labels[::2], probs, strict=True)])
+                if f1 > best_f1:
+                    best, best_f1 = pp, f1
+    print(f"{name}: post-processing {best} (train-subset F1 {best_f1:.4f})", flush=True)
     return best
 
 

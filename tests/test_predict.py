@@ -148,14 +148,31 @@ def test_labels_separate_touching_objects_and_watershed_regrows():
     assert stack.shape == (2, 20, 30) and len(np.unique(stack)) == 5
 
 
+def test_seed_threshold_splits_touching_objects_at_their_cores():
+    yy, xx = np.mgrid[:30, :50]
+    # two round nuclei (cores 0.95) joined by a bridge of probability 0.75
+    p1 = 0.95 * np.exp(-((yy - 15) ** 2 + (xx - 15) ** 2) / 60.0)
+    p2 = 0.95 * np.exp(-((yy - 15) ** 2 + (xx - 33) ** 2) / 60.0)
+    fg = np.maximum(np.maximum(p1, p2), np.where((abs(yy - 15) < 3) & (xx > 15) & (xx < 33), 0.75, 0))
+    p = np.stack([1 - fg, fg]).astype(np.float32)
+    assert labels_from_probabilities(p, threshold=0.6).max() == 1  # merged by the bridge
+    split = labels_from_probabilities(p, threshold=0.6, seed_threshold=0.9)
+    assert split.max() == 2 and split[15, 15] != split[15, 33]
+    np.testing.assert_array_equal(split > 0, labels_from_probabilities(p, threshold=0.6) > 0)
+    # a seed threshold at or below the threshold changes nothing; small cores are no seeds
+    np.testing.assert_array_equal(labels_from_probabilities(p, threshold=0.6, seed_threshold=0.5),
+                                  labels_from_probabilities(p, threshold=0.6))
+    assert labels_from_probabilities(p, threshold=0.6, seed_threshold=0.9, min_size=200).max() == 1
+
+
 def test_models_carry_their_postprocessing(tiny_net):
     from napari_unet.postprocess import postprocess_settings
 
     assert postprocess_settings(tiny_net) == {"threshold": 0.5, "watershed": False, "min_size": 0,
-                                              "fill": False}
+                                              "fill": False, "seed_threshold": None}
     tiny_net.record["postprocess"] = {"threshold": 0.7, "watershed": True, "bogus": 1}
     assert postprocess_settings(tiny_net) == {"threshold": 0.7, "watershed": True, "min_size": 0,
-                                              "fill": False}
+                                              "fill": False, "seed_threshold": None}
 
 
 def _cells_probability() -> np.ndarray:

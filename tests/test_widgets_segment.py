@@ -73,12 +73,14 @@ def test_tta_and_postprocessing_follow_the_chosen_model(make_napari_viewer, tiny
     assert widget.fill_check.isChecked() is False
     em_like = UNet(base_channels=4, depth=3)
     em_like.record["predict"] = {"tta": True}
-    em_like.record["postprocess"] = {"threshold": 0.05, "min_size": 3, "fill": True}
+    em_like.record["postprocess"] = {"threshold": 0.05, "min_size": 3, "fill": True,
+                                     "seed_threshold": 0.9}
     tiny_session.add_model(em_like, kind="new", name="tta-model")
     widget.model_combo.setCurrentText("tta-model")
     widget._on_model_chosen(widget.model_combo.currentIndex())
     assert widget.tta_check.isChecked() is True and widget.fill_check.isChecked() is True
     assert widget.threshold_spin.value() == pytest.approx(0.05) and widget.min_size_spin.value() == 3
+    assert widget.seed_spin.value() == pytest.approx(0.9)
     widget.scope_combo.setCurrentText("current slice")
     viewer.dims.set_current_step(0, 1)
     _wait(qtbot, widget.run())
@@ -87,6 +89,7 @@ def test_tta_and_postprocessing_follow_the_chosen_model(make_napari_viewer, tiny
     widget.model_combo.setCurrentText("tiny")
     widget._on_model_chosen(widget.model_combo.currentIndex())
     assert widget.tta_check.isChecked() is False and widget.fill_check.isChecked() is False
+    assert widget.seed_spin.value() == 0.0 and widget.seed_spin.text() == "off"
 
 
 def test_segment_keeps_corrected_slices_unless_confirmed(make_napari_viewer, qtbot):

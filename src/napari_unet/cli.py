@@ -60,12 +60,13 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     image = read_array(a.input)
     pp = postprocess_settings(model)
     pp.update({k: v for k, v in (("threshold", a.threshold), ("watershed", a.watershed),
-                                 ("min_size", a.min_size), ("fill", a.fill)) if v is not None})
+                                 ("min_size", a.min_size), ("fill", a.fill),
+                                 ("seed_threshold", a.seed_threshold)) if v is not None})
     if is_large(image):
         unsupported = [flag for flag, v in (("--slices", a.slices), ("--probabilities",
                        a.probabilities), ("--channel-axis", a.channel_axis),
                        ("--watershed", a.watershed), ("--min-size", a.min_size),
-                       ("--fill", a.fill)) if v]
+                       ("--fill", a.fill), ("--seed-threshold", a.seed_threshold)) if v]
         if unsupported:
             raise ValueError(f"{', '.join(unsupported)} cannot be used with a larger-than-memory "
                              "(zarr) input, which is predicted chunk by chunk into a mask")
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--watershed", action=argparse.BooleanOptionalAction, default=None,
                    help="grow objects over predicted borders (default: the model's setting)")
     s.add_argument("--min-size", type=int, default=None, help="drop smaller objects (px)")
+    s.add_argument("--seed-threshold", type=float, default=None,
+                   help="split objects holding several cores above this probability "
+                        "(default: the model's setting)")
     s.add_argument("--fill", action=argparse.BooleanOptionalAction, default=None,
                    help="grow objects over all background, a partition as for EM cells "
                         "(default: the model's setting)")

@@ -10,7 +10,8 @@ from skimage.measure import label as cc_label
 from skimage.morphology import disk, remove_small_objects
 from skimage.segmentation import watershed as sk_watershed
 
-DEFAULTS = {"threshold": 0.5, "watershed": False, "min_size": 0, "fill": False}
+DEFAULTS = {"threshold": 0.5, "watershed": False, "min_size": 0, "fill": False,
+            "seed_threshold": None}
 
 
 def postprocess_settings(model: Any) -> dict[str, Any]:
@@ -22,16 +23,33 @@ def postprocess_settings(model: Any) -> dict[str, Any]:
     return {**DEFAULTS, **{k: v for k, v in stored.items() if k in DEFAULTS}}
 
 
-def _labels_2d(
-    prob_fg: np.ndarray, threshold: float, watershed: bool, min_size: int, grow: int, fill: bool
-) -> np.ndarray:
-    fg = prob_fg > threshold
-    if min_size > 0:
-        try:  # scikit-image >= 0.26 removes objects <= max_size
-            fg = remove_small_objects(fg, max_size=min_size - 1)
-        except TypeError:  # older releases: objects < min_size
-            fg = remove_small_objects(fg, min_size=min_size)
+def _drop_small(mask: np.ndarray, min_size: int) -> np.ndarray:
+    if min_size <= 0:
+        return mask
+    try:  # scikit-image >= 0.26 removes objects <= max_size
+        return remove_small_objects(mask, max_size=min_size - 1)
+    except TypeError:  # older releases: objects < min_size
+        return remove_small_objects(mask, min_size=min_size)
+
+
+def _split_at_cores(prob_fg: np.ndarray, lab: np.ndarray, seed_threshold: float,
+                    min_size: int) -> np.ndarray:
+    """Split components holding several confident cores along the probability valleys."""
+    cores = cc_label(_drop_small(prob_fg > seed_threshold, min_size), connectivity=1)
+    n = int(cores.max())
+    if n == 0:
+        return lab
+    seeded = np.isin(lab, np.unique(lab[cores > 0]))
+    markers = np.where(cores > 0, cores, np.where((lab > 0) & ~seeded, lab + n, 0))
+    return sk_watershed(-prob_fg, markers=markers, mask=lab > 0).astype(np.int32)
+
+
+def _labels_2d(prob_fg: np.ndarray, threshold: float, watershed: bool, min_size: int, grow: int,
+               fill: bool, seed_threshold: float | None) -> np.ndarray:
+    fg = _drop_small(prob_fg > threshold, min_size)
     lab = cc_label(fg, connectivity=1).astype(np.int32)
+    if seed_threshold is not None and seed_threshold > threshold and lab.max() > 0:
+        lab = _split_at_cores(prob_fg, lab, seed_threshold, min_size)
     if fill and lab.max() > 0:
         # a partition: every pixel joins the seed it reaches first over the border ridges
         return sk_watershed(-prob_fg, markers=lab).astype(np.int32)
@@ -50,6 +68,7 @@ def labels_from_probabilities(
     min_size: int = 0,
     grow: int = 2,
     fill: bool = False,
+    seed_threshold: float | None = None,
 ) -> np.ndarray:
     """Instance labels: 4-connected components of the foreground class.
 
@@ -60,7 +79,10 @@ def labels_from_probabilities(
     With ``fill`` the components are seeds of a watershed over the whole image, which
     becomes a partition with no background: cells that tile the field, as in EM, where
     the predicted membranes are split between their neighbours. Small seeds
-    (``min_size``) are dropped first and their pixels join a neighbour.
+    (``min_size``) are dropped first and their pixels join a neighbour. With
+    ``seed_threshold`` a component that holds several confident cores (components above
+    ``seed_threshold``, at least ``min_size`` pixels) is split between them along the
+    probability valley: touching nuclei joined by a bridge of middling probability.
 
     Parameters
     ----------
@@ -78,6 +100,9 @@ def labels_from_probabilities(
         Maximal growth in pixels for ``watershed``.
     fill : bool
         Grow the components over every background pixel (overrides ``watershed``).
+    seed_threshold : float, optional
+        Split components at their cores above this probability (ignored unless it
+        exceeds ``threshold``).
 
     Returns
     -------
@@ -92,11 +117,12 @@ def labels_from_probabilities(
         raise ValueError(f"fg_class {fg_class} out of range for {p.shape[0]} classes")
     fg = p[fg_class]
     if fg.ndim == 2:
-        return _labels_2d(fg, threshold, watershed, min_size, grow, fill)
+        return _labels_2d(fg, threshold, watershed, min_size, grow, fill, seed_threshold)
     out = np.zeros(fg.shape, np.int32)
     offset = 0
     for z in range(fg.shape[0]):
-        lab = _labels_2d(fg[z], threshold, watershed, min_size, grow, fill)
+        lab = _labels_2d(fg[z], threshold, watershed, min_size, grow, fill,
+                         seed_threshold)
         out[z] = np.where(lab > 0, lab + offset, 0)
         offset = max(offset, int(out[z].max()))
     return out

@@ -101,6 +101,11 @@ class SegmentWidget(QWidget):
         self.threshold_spin.setRange(0.01, 0.99)
         self.threshold_spin.setSingleStep(0.05)
         self.threshold_spin.setValue(0.5)
+        self.seed_spin = QDoubleSpinBox(self)
+        self.seed_spin.setRange(0.0, 0.99)
+        self.seed_spin.setSingleStep(0.05)
+        self.seed_spin.setSpecialValueText("off")
+        self.seed_spin.setToolTip("Split objects that hold several cores above this probability")
         self.watershed_check = QCheckBox("watershed (grow over borders)", self)
         self.fill_check = QCheckBox("fill (cells tile the image, e.g. EM)", self)
         self.fill_check.setToolTip("Grow the objects over all background: every pixel gets a label")
@@ -130,6 +135,7 @@ class SegmentWidget(QWidget):
         form.addRow("also add", outputs)
         form.addRow("threshold", self.threshold_spin)
         form.addRow("min size (px)", self.min_size_spin)
+        form.addRow("split at cores >", self.seed_spin)
         form.addRow("", self.watershed_check)
         form.addRow("", self.fill_check)
         buttons = QHBoxLayout()
@@ -188,6 +194,7 @@ class SegmentWidget(QWidget):
         self.threshold_spin.setValue(float(pp["threshold"]))
         self.watershed_check.setChecked(bool(pp["watershed"]))
         self.fill_check.setChecked(bool(pp["fill"]))
+        self.seed_spin.setValue(float(pp["seed_threshold"] or 0.0))
         self.min_size_spin.setValue(int(pp["min_size"]))
 
     def _on_model_chosen(self, index: int) -> None:
@@ -269,7 +276,7 @@ class SegmentWidget(QWidget):
             device=self.device_combo.currentText(), tta=self.tta_check.isChecked(),
             uncertainty=self.unc_check.isChecked(), threshold=self.threshold_spin.value(),
             watershed=self.watershed_check.isChecked(), min_size=self.min_size_spin.value(),
-            fill=self.fill_check.isChecked(),
+            fill=self.fill_check.isChecked(), seed_threshold=self.seed_spin.value() or None,
         )
         version = self.session.current
         self._set_running(True)

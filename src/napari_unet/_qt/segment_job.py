@@ -36,6 +36,7 @@ class SegmentRequest:
     watershed: bool = False
     min_size: int = 0
     fill: bool = False
+    seed_threshold: float | None = None
 
 
 @dataclass
@@ -82,7 +83,7 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
         p = probs[:, z] if is_stack else probs
         out.labels[z] = labels_from_probabilities(
             p, threshold=req.threshold, fg_class=fg_class, watershed=req.watershed,
-            min_size=req.min_size, fill=req.fill,
+            min_size=req.min_size, fill=req.fill, seed_threshold=req.seed_threshold,
         )
         out.foreground[z] = p[fg_class].astype(np.float32, copy=False)
         if result.uncertainty is not None:
