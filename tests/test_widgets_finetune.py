@@ -64,6 +64,7 @@ def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_
     model = new.get_model()
     assert model.record["annotated_slices"] == [0, 2]
     assert model.record["steps"] == 2
+    assert "calibration" not in model.record  # the tiny model's labels do not fill the image
     assert widget.plot.steps == [1, 2]
     assert widget.progress.value() == 2
     for k, v in _state(tiny_session.get("tiny").get_model()).items():
@@ -77,6 +78,29 @@ def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_
     widget.versions.use_button.click()
     assert tiny_session.current.name == "tiny"
     assert seg.model_combo.currentText() == "tiny"
+
+
+def test_filling_models_are_recalibrated_on_uncorrected_slices(make_napari_viewer, qtbot,
+                                                               tiny_session):
+    from napari_unet.calibrate import THRESHOLDS
+    from napari_unet.model import UNet
+
+    em_like = UNet(base_channels=4, depth=3)
+    em_like.record["postprocess"] = {"threshold": 0.3, "fill": True, "min_size": 5}
+    tiny_session.add_model(em_like, kind="new", name="em-like")
+    viewer = make_napari_viewer()
+    widget = _finetune_dock(viewer)
+    _mark(viewer, widget, [0, 2])
+    worker = widget.start()
+    with qtbot.waitSignals([worker.returned, worker.finished], timeout=TIMEOUT):
+        pass
+    model = tiny_session.current.get_model()
+    cal = model.record["calibration"]
+    assert cal["previous_threshold"] == 0.3 and cal["threshold"] in THRESHOLDS
+    assert model.record["postprocess"]["threshold"] == cal["threshold"]
+    assert model.record["postprocess"]["fill"] is True
+    assert "recalibrated" in widget.status.text()
+    assert tiny_session.get("em-like").get_model().record["postprocess"]["threshold"] == 0.3
 
 
 def test_cancel_keeps_previous_model_selected_and_intact(make_napari_viewer, qtbot,

@@ -258,7 +258,10 @@ class FineTuneWidget(SliceScanMixin, QWidget):
     def _on_trained(self, model: Any, parent: str, slices: list[int]) -> None:
         version = self.session.add_model(model, parent=parent)
         self.plot.redraw()
-        self.status.setText(f"new version: {version.name} (from {parent}, slices {slices})")
+        cal = model.record.get("calibration") or {}
+        note = (f"; seed threshold {cal['previous_threshold']} -> {cal['threshold']}, recalibrated "
+                "on uncorrected slices" if cal else "")
+        self.status.setText(f"new version: {version.name} (from {parent}, slices {slices}){note}")
         if self.predict_after_check.isChecked():
             self.predict_current_slice()
 

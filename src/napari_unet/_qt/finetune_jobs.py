@@ -49,15 +49,26 @@ def finetune_iter(
     """Fine-tune a copy of ``version``'s model; yields ``TrainEvent`` and returns the copy.
 
     The version's own model is never modified, so cancelling (stopping the worker)
-    leaves it exactly as it was.
+    leaves it exactly as it was. For a single-channel stack, models whose labels fill the
+    image then get their seed threshold recalibrated on three uncorrected slices
+    (:mod:`napari_unet.calibrate`); the result is in ``record["calibration"]``.
     """
     from ..train import fine_tune
 
     base = version.get_model()
     model = copy.deepcopy(base)
     model.record["name"] = version.name
+    model.record.pop("calibration", None)  # the parent's, if any
     trained = yield from fine_tune(model, images, labels, config, slices=slices,
                                    channel_axis=channel_axis)
+    if slices is not None and channel_axis is None and np.ndim(images) == 3:
+        from ..calibrate import pick_slices, recalibrate
+
+        free = [np.asarray(images[z]) for z in pick_slices(images.shape[0], slices)]
+        trained.eval()
+        cal = recalibrate(trained, base, free, device=config.device)
+        if cal:
+            trained.record["calibration"] = {k: cal[k] for k in ("threshold", "previous_threshold")}
     return trained
 
 
