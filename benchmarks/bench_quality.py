@@ -157,6 +157,7 @@ def nuclei_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
 
 def em_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
     model = load_model(TWINS / "em-membranes.pt")
+    starter = load_model(TWINS / "em-membranes.pt")
     test_img, test_lab = datasets.em(datasets.EM_TEST)
     pool_img, pool_lab = datasets.em(datasets.EM_ROUNDS)
     rng = np.random.default_rng(0)
@@ -182,13 +183,13 @@ def em_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
             done_img.append(pool_img[r])
             done_lab.append(pool_lab[r])
             forest.add(pool_img[r], pool_lab[r] > 0, rng)
-            previous = copy.deepcopy(model)
             steps = fine_tune_budget(model, done_img, done_lab, budget, cfg)
             # the user's stack is slices 10-19 (the pool, then the test slices); as in the
             # Fine-tune dock, 3 uncorrected ones (images only) recalibrate the seed threshold
+            # against the starter's seeds
             stack = np.concatenate([pool_img, test_img])
             free = [stack[z] for z in pick_slices(len(stack), range(len(done_img)))]
-            cal = recalibrate(model, previous, free, device="cpu", precision="fp32")
+            cal = recalibrate(model, starter, free, device="cpu", precision="fp32")
             print(f"       (fine-tuned {steps} steps on {len(done_img)} corrected slices; seed "
                   f"threshold {cal.get('previous_threshold')} -> {cal.get('threshold')})")
     return out

@@ -101,6 +101,8 @@ def test_filling_models_are_recalibrated_on_uncorrected_slices(make_napari_viewe
     assert model.record["postprocess"]["fill"] is True
     assert "recalibrated" in widget.status.text()
     assert tiny_session.get("em-like").get_model().record["postprocess"]["threshold"] == 0.3
+    assert tiny_session.root(tiny_session.current).name == "em-like"  # the next reference
+    assert tiny_session.root(tiny_session.get("tiny")).name == "tiny"
 
 
 def test_cancel_keeps_previous_model_selected_and_intact(make_napari_viewer, qtbot,

@@ -242,7 +242,8 @@ class FineTuneWidget(SliceScanMixin, QWidget):
             self._on_trained(model, version.name, slices)
 
         self.worker = start_job(
-            lambda: finetune_iter(version, images, lab, config, slices if stack else None, axis),
+            lambda: finetune_iter(version, images, lab, config, slices if stack else None, axis,
+                                  self.session.root(version)),
             owner=self, viewer=self.viewer, on_yield=self._on_step, on_return=_done,
             on_finish=self._on_finished, what="Fine-tune",
         )

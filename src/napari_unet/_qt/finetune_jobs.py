@@ -44,14 +44,16 @@ def labels_snapshot(labels: Any, slices: Sequence[int] | None) -> np.ndarray:
 
 def finetune_iter(
     version: ModelVersion, images: Any, labels: np.ndarray, config: Any,
-    slices: Sequence[int] | None, channel_axis: int | None,
+    slices: Sequence[int] | None, channel_axis: int | None, root: ModelVersion | None = None,
 ) -> Generator[Any, None, Any]:
     """Fine-tune a copy of ``version``'s model; yields ``TrainEvent`` and returns the copy.
 
     The version's own model is never modified, so cancelling (stopping the worker)
     leaves it exactly as it was. For a single-channel stack, models whose labels fill the
-    image then get their seed threshold recalibrated on three uncorrected slices
-    (:mod:`napari_unet.calibrate`); the result is in ``record["calibration"]``.
+    image then get their seed threshold recalibrated on three uncorrected slices, against
+    the seeds of ``root`` (the version the chain of fine-tunings started from, whose
+    settings were tuned on labelled data; default ``version``; see
+    :mod:`napari_unet.calibrate`). The result is in ``record["calibration"]``.
     """
     from ..train import fine_tune
 
@@ -66,7 +68,8 @@ def finetune_iter(
 
         free = [np.asarray(images[z]) for z in pick_slices(images.shape[0], slices)]
         trained.eval()
-        cal = recalibrate(trained, base, free, device=config.device)
+        ref = base if root is None or root is version else root.get_model()
+        cal = recalibrate(trained, ref, free, device=config.device)
         if cal:
             trained.record["calibration"] = {k: cal[k] for k in ("threshold", "previous_threshold")}
     return trained

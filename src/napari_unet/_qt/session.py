@@ -125,6 +125,14 @@ class Session(QObject):
         """Return the version called ``name`` (KeyError if unknown)."""
         return self._versions[name]
 
+    def root(self, version: ModelVersion) -> ModelVersion:
+        """The first ancestor of ``version`` that was not fine-tuned here (itself if none)."""
+        seen = {version.name}
+        while version.parent in self._versions and version.parent not in seen:
+            version = self._versions[version.parent]
+            seen.add(version.name)
+        return version
+
     @property
     def current(self) -> ModelVersion:
         """The selected version."""
