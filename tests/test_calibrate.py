@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.calibrate import THRESHOLDS, agreement_threshold, pick_slices, recalibrate
+from napari_unet.calibrate import (
+    THRESHOLDS,
+    agreement_threshold,
+    pick_slices,
+    recalibrate,
+    recalibrate_iter,
+)
 from napari_unet.model import UNet
 from napari_unet.postprocess import labels_from_probabilities
 
@@ -48,3 +54,16 @@ def test_recalibrate_only_touches_filling_models():
     assert out["previous_threshold"] == 0.3 and out["threshold"] in THRESHOLDS
     assert new.record["postprocess"]["threshold"] == out["threshold"]
     assert new.record["postprocess"]["fill"] is True and new.record["postprocess"]["min_size"] == 3
+
+
+def test_recalibrate_iter_reports_each_slice_and_can_be_stopped():
+    torch.manual_seed(0)
+    prev, new = UNet(base_channels=4, depth=2), UNet(base_channels=4, depth=2)
+    new.record["postprocess"] = {"threshold": 0.3, "fill": True}
+    imgs = [np.random.default_rng(i).random((40, 40)).astype(np.float32) for i in range(2)]
+    gen = recalibrate_iter(new, prev, imgs, device="cpu")
+    assert next(gen) == "recalibrating the seed threshold: slice 1/2"
+    gen.close()  # cancelled: the model keeps its threshold
+    assert new.record["postprocess"]["threshold"] == 0.3
+    events = list(recalibrate_iter(new, prev, imgs, device="cpu"))
+    assert len(events) == 2 and new.record["postprocess"]["threshold"] in THRESHOLDS

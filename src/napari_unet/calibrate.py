@@ -14,7 +14,7 @@ image are recalibrated; that is where the shift was measured.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,30 @@ def pick_slices(n_slices: int, exclude: Sequence[int], count: int = 3) -> list[i
     return [free[int(round(i))] for i in np.linspace(0, len(free) - 1, count)]
 
 
+def recalibrate_iter(
+    model: Any, reference: Any, slices: Sequence[np.ndarray], **predict_kw: Any
+) -> Generator[str, None, dict]:
+    """Store in ``model`` the seed threshold that agrees best with ``reference`` on ``slices``.
+
+    A generator: it yields a short status line after each prediction (so a GUI worker can
+    show it and cancel between predictions) and returns what :func:`recalibrate` returns.
+    """
+    from .predict import predict
+
+    settings = postprocess_settings(model)
+    if not slices or not settings["fill"]:
+        return {}
+    ref_pp = {**postprocess_settings(reference), "fill": False, "watershed": False}
+    seeds, probs = [], []
+    for i, s in enumerate(slices, 1):
+        seeds.append(labels_from_probabilities(predict(reference, s, **predict_kw), **ref_pp))
+        probs.append(predict(model, s, **predict_kw))
+        yield f"recalibrating the seed threshold: slice {i}/{len(slices)}"
+    best, scores = agreement_threshold(probs, seeds, settings)
+    model.record.setdefault("postprocess", {}).update({**settings, "threshold": best})
+    return {"threshold": best, "previous_threshold": settings["threshold"], "scores": scores}
+
+
 def recalibrate(model: Any, reference: Any, slices: Sequence[np.ndarray], **predict_kw: Any) -> dict:
     """Store in ``model`` the seed threshold that agrees best with ``reference`` on ``slices``.
 
@@ -86,15 +110,9 @@ def recalibrate(model: Any, reference: Any, slices: Sequence[np.ndarray], **pred
         ``{"threshold": new, "previous_threshold": old, "scores": {...}}``, or ``{}`` when
         nothing was done (no slices, or labels that do not fill the image).
     """
-    from .predict import predict
-
-    settings = postprocess_settings(model)
-    if not slices or not settings["fill"]:
-        return {}
-    ref_pp = {**postprocess_settings(reference), "fill": False, "watershed": False}
-    seeds = [labels_from_probabilities(predict(reference, s, **predict_kw), **ref_pp)
-             for s in slices]
-    probs = [predict(model, s, **predict_kw) for s in slices]
-    best, scores = agreement_threshold(probs, seeds, settings)
-    model.record.setdefault("postprocess", {}).update({**settings, "threshold": best})
-    return {"threshold": best, "previous_threshold": settings["threshold"], "scores": scores}
+    gen = recalibrate_iter(model, reference, slices, **predict_kw)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

@@ -250,6 +250,9 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         return self.worker
 
     def _on_step(self, event: Any) -> None:
+        if isinstance(event, str):  # recalibration after training
+            self.status.setText(event)
+            return
         self.progress.setMaximum(int(event.steps))
         self.progress.setValue(int(event.step))
         self.plot.add(event.step, event.loss)

@@ -48,12 +48,12 @@ def finetune_iter(
 ) -> Generator[Any, None, Any]:
     """Fine-tune a copy of ``version``'s model; yields ``TrainEvent`` and returns the copy.
 
-    The version's own model is never modified, so cancelling (stopping the worker)
-    leaves it exactly as it was. For a single-channel stack, models whose labels fill the
-    image then get their seed threshold recalibrated on three uncorrected slices, against
-    the seeds of ``root`` (the version the chain of fine-tunings started from, whose
-    settings were tuned on labelled data; default ``version``; see
-    :mod:`napari_unet.calibrate`). The result is in ``record["calibration"]``.
+    The version's own model is never modified, so cancelling (stopping the worker) leaves
+    it exactly as it was. For a single-channel stack, models whose labels fill the image
+    then get their seed threshold recalibrated on three uncorrected slices, against the
+    seeds of ``root`` (the version the chain of fine-tunings started from, whose settings
+    were tuned on labelled data; default ``version``; see :mod:`napari_unet.calibrate`),
+    yielding status strings meanwhile. The result is in ``record["calibration"]``.
     """
     from ..train import fine_tune
 
@@ -64,12 +64,12 @@ def finetune_iter(
     trained = yield from fine_tune(model, images, labels, config, slices=slices,
                                    channel_axis=channel_axis)
     if slices is not None and channel_axis is None and np.ndim(images) == 3:
-        from ..calibrate import pick_slices, recalibrate
+        from ..calibrate import pick_slices, recalibrate_iter
 
         free = [np.asarray(images[z]) for z in pick_slices(images.shape[0], slices)]
         trained.eval()
         ref = base if root is None or root is version else root.get_model()
-        cal = recalibrate(trained, ref, free, device=config.device)
+        cal = yield from recalibrate_iter(trained, ref, free, device=config.device)
         if cal:
             trained.record["calibration"] = {k: cal[k] for k in ("threshold", "previous_threshold")}
     return trained
