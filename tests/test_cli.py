@@ -86,3 +86,19 @@ def test_errors_are_clear_and_nonzero(tmp_path, capsys, tiny_net):
     assert main(["predict", str(tmp_path / "rgb4d.tif"), "-o", str(tmp_path / "o.tif"),
                  "--model", "no-such-model"]) == 2
     assert "no model file or built-in model" in capsys.readouterr().err
+
+
+def test_train_recalibrates_filling_models_on_uncorrected_slices(tmp_path, blobs, tiny_net, capsys):
+    from napari_unet.calibrate import THRESHOLDS
+
+    img, lab = blobs
+    tifffile.imwrite(tmp_path / "img.tif", np.stack([img, img, img]))
+    tifffile.imwrite(tmp_path / "lab.tif", np.stack([lab, np.zeros_like(lab), np.zeros_like(lab)]))
+    tiny_net.record["postprocess"] = {"threshold": 0.3, "fill": True}
+    start = save_model(tiny_net, tmp_path / "start.pt")
+    assert main(["train", "--images", str(tmp_path / "img.tif"), "--labels",
+                 str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "1", "--tile", "32",
+                 "--device", "cpu", "-o", str(tmp_path / "m.pt")]) == 0
+    assert "recalibrated on 2 uncorrected slices" in capsys.readouterr().out
+    pp = load_model(tmp_path / "m.pt").record["postprocess"]
+    assert pp["fill"] is True and pp["threshold"] in THRESHOLDS

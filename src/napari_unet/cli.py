@@ -124,6 +124,16 @@ def _cmd_train(a: argparse.Namespace) -> int:
     model = _drive(fine_tune(model, images, labels, cfg, slices=_slices(a.slices),
                              resume=a.resume), "train", total=a.steps, loss=True)
     model.record["name"] = Path(a.output).stem
+    if a.model and np.ndim(images) == 3 and np.ndim(labels) == 3:
+        # as in the Fine-tune dock: filling models get their seed threshold recalibrated
+        from .calibrate import pick_slices, recalibrate
+
+        used = model.record.get("annotated_slices") or []
+        free = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], used)]
+        cal = recalibrate(model.eval(), load_model(a.model), free, device=a.device)
+        if cal:
+            print(f"seed threshold {cal['previous_threshold']} -> {cal['threshold']} "
+                  f"(recalibrated on {len(free)} uncorrected slices)")
     save_model(model, a.output)
     print(f"wrote {a.output} (final loss {model.record.get('final_loss', float('nan')):.4f})")
     return 0
