@@ -20,7 +20,7 @@ def test_streams_into_zarr_and_tiff(tiny_net, tmp_path):
     src = zarr.open(str(tmp_path / "in.zarr"), mode="w", shape=(300, 260), chunks=(64, 64),
                     dtype="uint8")
     src[...] = np.random.default_rng(0).integers(0, 255, (300, 260), dtype=np.uint8)
-    # fp32: two bf16 runs may differ in the last bit where dask's threads share the cores,
+    # fp32, away from 0.5: two runs may differ slightly where dask's threads share the cores,
     # and a random tiny net puts many probabilities right at 0.5
     out = predict_to_store(tiny_net, src, tmp_path / "out.zarr", chunks=128, precision="fp32")
     z = np.asarray(zarr.open(str(out), mode="r"))
@@ -29,7 +29,7 @@ def test_streams_into_zarr_and_tiff(tiny_net, tmp_path):
                            precision="fp32")
     mask = tifffile.imread(tif)
     assert mask.shape == (300, 260) and set(np.unique(mask)) <= {0, 1}
-    clear = np.abs(z - 0.5) > 1e-5
+    clear = np.abs(z - 0.5) > 1e-3
     assert clear.mean() > 0.5
     np.testing.assert_array_equal(mask[clear], (z[clear] > 0.5).astype(np.uint8))
 
