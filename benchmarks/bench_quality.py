@@ -32,7 +32,7 @@ from skimage.measure import label as cc_label
 from skimage.segmentation import watershed
 
 import datasets
-from napari_unet.calibrate import pick_slices, recalibrate
+from napari_unet.calibrate import recalibrate, uncorrected_slices
 from napari_unet.io import load_model
 from napari_unet.metrics import evaluate_em, match_f1
 from napari_unet.normalize import Normalization
@@ -187,8 +187,7 @@ def em_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
             # the user's stack is slices 10-19 (the pool, then the test slices); as in the
             # Fine-tune dock, 3 uncorrected ones (images only) recalibrate the seed threshold
             # against the starter's seeds
-            stack = np.concatenate([pool_img, test_img])
-            free = [stack[z] for z in pick_slices(len(stack), range(len(done_img)))]
+            free = uncorrected_slices(np.concatenate([pool_img, test_img]), range(len(done_img)))
             cal = recalibrate(model, starter, free, device="cpu", precision="fp32")
             print(f"       (fine-tuned {steps} steps on {len(done_img)} corrected slices; seed "
                   f"threshold {cal.get('previous_threshold')} -> {cal.get('threshold')})")

@@ -12,6 +12,7 @@ from napari_unet.calibrate import (
     pick_slices,
     recalibrate,
     recalibrate_iter,
+    uncorrected_slices,
 )
 from napari_unet.model import UNet
 from napari_unet.postprocess import labels_from_probabilities
@@ -38,6 +39,8 @@ def test_agreement_threshold_prefers_the_threshold_that_keeps_cells_apart():
 
 def test_pick_slices_spreads_over_the_uncorrected_ones():
     assert pick_slices(10, [4, 5]) == [0, 6, 9]
+    stack = np.arange(10)[:, None, None] * np.ones((10, 4, 5))
+    assert [int(s[0, 0]) for s in uncorrected_slices(stack, [4, 5])] == [0, 6, 9]
     assert pick_slices(3, [1]) == [0, 2]
     assert pick_slices(2, [0, 1]) == []
 

@@ -65,6 +65,11 @@ def pick_slices(n_slices: int, exclude: Sequence[int], count: int = 3) -> list[i
     return [free[int(round(i))] for i in np.linspace(0, len(free) - 1, count)]
 
 
+def uncorrected_slices(stack: Any, exclude: Sequence[int], count: int = 3) -> list[np.ndarray]:
+    """Up to ``count`` evenly spaced 2D slices of a ``(Z, Y, X)`` stack outside ``exclude``."""
+    return [np.asarray(stack[z]) for z in pick_slices(np.shape(stack)[0], exclude, count)]
+
+
 def recalibrate_iter(
     model: Any, reference: Any, slices: Sequence[np.ndarray], **predict_kw: Any
 ) -> Generator[str, None, dict]:

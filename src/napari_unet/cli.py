@@ -126,10 +126,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     model.record["name"] = Path(a.output).stem
     if a.model and np.ndim(images) == 3 and np.ndim(labels) == 3:
         # as in the Fine-tune dock: filling models get their seed threshold recalibrated
-        from .calibrate import pick_slices, recalibrate
+        from .calibrate import recalibrate, uncorrected_slices
 
-        used = model.record.get("annotated_slices") or []
-        free = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], used)]
+        free = uncorrected_slices(images, model.record.get("annotated_slices") or [])
         cal = recalibrate(model.eval(), load_model(a.model), free, device=a.device)
         if cal:
             print(f"seed threshold {cal['previous_threshold']} -> {cal['threshold']} "

@@ -64,9 +64,9 @@ def finetune_iter(
     trained = yield from fine_tune(model, images, labels, config, slices=slices,
                                    channel_axis=channel_axis)
     if slices is not None and channel_axis is None and np.ndim(images) == 3:
-        from ..calibrate import pick_slices, recalibrate_iter
+        from ..calibrate import recalibrate_iter, uncorrected_slices
 
-        free = [np.asarray(images[z]) for z in pick_slices(images.shape[0], slices)]
+        free = uncorrected_slices(images, slices)
         trained.eval()
         ref = base if root is None or root is version else root.get_model()
         cal = yield from recalibrate_iter(trained, ref, free, device=config.device)
