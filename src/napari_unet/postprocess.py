@@ -51,8 +51,10 @@ def _labels_2d(prob_fg: np.ndarray, threshold: float, watershed: bool, min_size:
     if seed_threshold is not None and seed_threshold > threshold and lab.max() > 0:
         lab = _split_at_cores(prob_fg, lab, seed_threshold, min_size)
     if fill and lab.max() > 0:
-        # a partition: every pixel joins the seed it reaches first over the border ridges
-        return sk_watershed(-prob_fg, markers=lab).astype(np.int32)
+        # cells tiling the image: every pixel joins the seed it reaches first over the
+        # border ridges, except a one-pixel line (label 0) where two cells meet, so that the
+        # 4-connected components of ``labels > 0`` are the cells themselves
+        return sk_watershed(-prob_fg, markers=lab, watershed_line=True).astype(np.int32)
     if watershed and lab.max() > 0:
         # closing fills the thin gaps between neighbours but not the outer outlines
         mask = ndi.binary_closing(fg, structure=disk(grow), border_value=0) | fg
@@ -76,9 +78,10 @@ def labels_from_probabilities(
     separate labels. With ``watershed`` the instances are grown back over those border
     pixels by a seeded watershed on the foreground probability, restricted to the gaps that
     a morphological closing with a disk of radius ``grow`` fills (outer outlines stay).
-    With ``fill`` the components are seeds of a watershed over the whole image, which
-    becomes a partition with no background: cells that tile the field, as in EM, where
-    the predicted membranes are split between their neighbours. Small seeds
+    With ``fill`` the components are seeds of a watershed over the whole image: cells
+    that tile the field, as in EM, where the predicted membranes are split between their
+    neighbours, which stay apart by a one-pixel line of 0 (so the 4-connected components
+    of ``labels > 0`` are the cells, for tools that take a foreground mask). Small seeds
     (``min_size``) are dropped first and their pixels join a neighbour. With
     ``seed_threshold`` a component that holds several confident cores (components above
     ``seed_threshold``, at least ``min_size`` pixels) is split between them along the
