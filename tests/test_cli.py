@@ -24,8 +24,9 @@ def test_train_predict_evaluate_roundtrip(tmp_path, blobs, tiny_net, capsys):
     start = save_model(tiny_net, tmp_path / "start.pt")
     rc = main(["train", "--images", str(tmp_path / "img.tif"), "--labels",
                str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "2", "--tile", "32",
-               "--device", "cpu", "-o", str(tmp_path / "m.pt")])
+               "--device", "cpu", "--expand-labels", "2", "-o", str(tmp_path / "m.pt")])
     assert rc == 0 and load_model(tmp_path / "m.pt").record["steps"] == 2
+    assert load_model(tmp_path / "m.pt").record["expand_labels"] == 2
     ck = tmp_path / "ck.pt"
     rc = main(["train", "--images", str(tmp_path / "img.tif"), "--labels",
                str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "1", "--tile", "32",

@@ -185,3 +185,34 @@ def test_numpy_values_in_the_record_still_load_safely(tiny_net, tmp_path):
     tiny_net.record["metrics"] = {"f1": np.float64(0.9), "n": np.int64(3), "pair": (1, 2)}
     loaded = load_model(save_model(tiny_net, tmp_path / "m.pt"))
     assert loaded.record["metrics"] == {"f1": 0.9, "n": 3, "pair": [1, 2]}
+
+
+def test_expanded_targets_leave_thin_closed_lines_between_cells():
+    from napari_unet.weights import training_targets
+
+    cells = np.zeros((30, 40), np.int32)
+    cells[:, :15], cells[:, 25:] = 1, 2  # a 10-px membrane between two cells
+    cells[:, 36:] = 0  # and a membrane at the right edge with no cell beyond it
+    plain, _ = training_targets(cells)
+    thin, weight = training_targets(cells, expand_labels=12)
+    assert (plain[0] == 0).sum() == 10 + 4
+    # the cells grow into the membranes until they meet: one line of background between
+    # them (the separation border), every row of it closed; the edge membrane is gone
+    assert 1 <= (thin[0] == 0).sum() <= 2 and (thin == 0).sum(axis=1).min() >= 1
+    assert (thin[:, 36:] == 1).all() and (weight > 0).all()
+    # ignored pixels stay ignored (weight 0) and are not grown into
+    part = np.where(np.arange(40) < 30, cells, 9)
+    t, w = training_targets(part, ignore_label=9, expand_labels=12)
+    assert (w[:, 30:] == 0).all() and (t[:, 30:] == 0).all() and (w[:, :30] > 0).all()
+
+
+def test_fine_tuning_keeps_the_models_target_expansion(tiny_net, blobs):
+    img, lab = blobs
+    drive(fine_tune(tiny_net, img, lab, cfg(expand_labels=3)))
+    assert tiny_net.record["expand_labels"] == 3
+    drive(fine_tune(tiny_net, img, lab, cfg()))  # None: the model's own setting
+    assert tiny_net.record["expand_labels"] == 3
+    drive(fine_tune(tiny_net, img, lab, cfg(expand_labels=0)))
+    assert tiny_net.record["expand_labels"] == 0
+    with pytest.raises(ValueError, match="expand_labels"):
+        drive(fine_tune(tiny_net, img, lab, cfg(expand_labels=-1)))

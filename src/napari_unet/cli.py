@@ -118,7 +118,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(steps=a.steps, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
                       device=a.device,
                       seed=a.seed, tile=a.tile, checkpoint_path=a.checkpoint,
-                      ignore_label=a.ignore_label)
+                      ignore_label=a.ignore_label, expand_labels=a.expand_labels)
     if a.no_augment:
         cfg.augment.enabled = False
     model = _drive(fine_tune(model, images, labels, cfg, slices=_slices(a.slices),
@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--ignore-label", type=int, default=None)
+    s.add_argument("--expand-labels", type=int, default=None,
+                   help="grow instances by up to N px before making the targets: thin lines "
+                        "between cells that tile the image (EM: 12; default: the model's)")
     s.add_argument("--no-augment", action="store_true")
     s.add_argument("--checkpoint", help="save a resumable checkpoint here")
     s.add_argument("--resume", help="resume from this checkpoint")

@@ -70,7 +70,13 @@ class TrainConfig:
         Steps between checkpoints.
     schedule : str
         Learning-rate schedule: ``"cosine"`` (decay to 1% over ``steps``, so a short run
-        with momentum 0.99 ends settled) or ``"constant"``.
+        with momentum 0.99 ends settled) or ``"constant"``.    expand_labels : int or None
+        Grow the instances by up to this many pixels into the background before making
+        the targets (:func:`napari_unet.weights.training_targets`): for cells that tile
+        the image (EM), a value above the membranes' half-width (12) makes the targets thin
+        closed lines between cells. None: the model's own setting
+        (``record["expand_labels"]``, written by training), else 0, so fine-tuning keeps
+        the targets the model was trained with.
     """
 
     steps: int = 100
@@ -91,6 +97,7 @@ class TrainConfig:
     checkpoint_path: str | None = None
     checkpoint_every: int = 100
     schedule: str = "cosine"
+    expand_labels: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict (for checkpoints and records)."""
@@ -135,6 +142,17 @@ class _Sample:
     image: np.ndarray  # (C, Y+2h, X+2h) normalised, mirrored by the halo
     target: np.ndarray  # (Y+2h, X+2h) int64, 0 outside the image
     weight: np.ndarray  # (Y+2h, X+2h) float32, 0 outside the image and on ignored pixels
+
+
+def target_expansion(model: UNet, config: TrainConfig) -> int:
+    """Label expansion of the training targets: ``config``'s, else the model's, else 0."""
+    if config.expand_labels is not None:
+        value = config.expand_labels
+    else:
+        value = getattr(model, "record", {}).get("expand_labels", 0) or 0
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"expand_labels must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
 def prepare_samples(
@@ -187,7 +205,8 @@ def prepare_samples(
         img = norm(view.slice(z), channel_axis=0)
         target, weight = training_targets(lab, w0=config.w0, sigma=config.sigma,
                                           class_balance=config.class_balance,
-                                          ignore_label=config.ignore_label)
+                                          ignore_label=config.ignore_label,
+                                          expand_labels=target_expansion(model, config))
         n_fg += int(((target == 1) & (weight > 0)).sum())
         n_bg += int(((target == 0) & (weight > 0)).sum())
         mode = "reflect" if min(img.shape[-2:]) > 1 else "symmetric"
@@ -370,5 +389,6 @@ def _update_record(
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "package_version": __version__,
         "train_config": {k: v for k, v in cfg.to_dict().items() if k != "augment"},
+        "expand_labels": target_expansion(model, cfg),
         "history": prev,
     })

@@ -184,7 +184,8 @@ def border_weight_map(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0,
 
 
 def training_targets(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0,
-                     class_balance: bool = True, ignore_label: int | None = None):
+                     class_balance: bool = True, ignore_label: int | None = None,
+                     expand_labels: int = 0):
     """Class target and loss weights of one 2D training sample.
 
     Parameters
@@ -193,6 +194,12 @@ def training_targets(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0,
         2D instance labels (or a binary mask).
     w0, sigma, class_balance, ignore_label
         As in :func:`border_weight_map`.
+    expand_labels : int
+        First grow every instance by up to this many pixels into the background
+        (``skimage.segmentation.expand_labels``: never into another instance, never into
+        ignored pixels). For cells that tile the image (EM), a value above the membranes'
+        half-width leaves only the separation borders as background: the targets become
+        thin, closed lines between cells.
 
     Returns
     -------
@@ -204,5 +211,10 @@ def training_targets(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0,
     if np.ndim(labels) != 2:
         raise ValueError(f"training_targets takes one 2D slice, got shape {np.shape(labels)}")
     _, lab, annotated = _prepare(labels, ignore_label)
+    if expand_labels > 0:
+        from skimage.segmentation import expand_labels as _expand
+
+        grown = _expand(lab, int(expand_labels))  # ignored pixels are 0 in ``lab``
+        lab = grown if annotated is None else np.where(annotated, grown, 0)
     fg, weight = _weight_2d(lab, annotated, w0, sigma, class_balance)
     return fg.astype(np.int64), weight

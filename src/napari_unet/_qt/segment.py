@@ -108,7 +108,8 @@ class SegmentWidget(QWidget):
         self.seed_spin.setToolTip("Split objects that hold several cores above this probability")
         self.watershed_check = QCheckBox("watershed (grow over borders)", self)
         self.fill_check = QCheckBox("fill (cells tile the image, e.g. EM)", self)
-        self.fill_check.setToolTip("Grow the objects over all background: every pixel gets a label")
+        self.fill_check.setToolTip("Grow the objects over all background: every pixel gets a label "
+                                   "but a one-pixel line between neighbours")
         self.min_size_spin = QSpinBox(self)
         self.min_size_spin.setRange(0, 100000)
         self.run_button = QPushButton("Segment", self)
