@@ -46,10 +46,11 @@ from napari_unet.train import TrainConfig, fine_tune
 TWINS = Path(__file__).resolve().parent / "models"
 
 
-def fine_tune_budget(model, images, labels, budget_s: float, cfg: TrainConfig) -> int:
+def fine_tune_budget(model, images, labels, budget_s: float, cfg: TrainConfig,
+                     anchors=None) -> int:
     """Fine-tune with default settings until the CPU budget is spent (cancel = stop iterating)."""
     steps = 0
-    gen = fine_tune(model, images, labels, cfg)
+    gen = fine_tune(model, images, labels, cfg, anchors=anchors)
     for ev in gen:
         steps = ev.step
         if ev.elapsed >= budget_s:
@@ -152,7 +153,10 @@ def nuclei_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
         print(f"{r:5d}  {nxt_eff:16}  {nxt_px:7}  {test_eff:15.1f}  {f1:7.3f}  {forest_f1:9.3f}")
         out[r] = {"f1": f1, "effort": test_eff, "forest_f1": forest_f1, "zero_shot_all": zero_shot_all}
         if r < rounds:
-            steps = fine_tune_budget(model, done_img, done_lab, budget, cfg)
+            # as the Fine-tune dock does for a stack of the user's images (the pool, then the
+            # test images): 3 uncorrected ones (images only) anchor the fine-tuning
+            free = uncorrected_slices(np.stack(pool_img + test_img), range(len(done_img)))
+            steps = fine_tune_budget(model, done_img, done_lab, budget, cfg, anchors=free)
             print(f"       (fine-tuned {steps} steps on {len(done_img)} corrected images)")
     return out
 
@@ -192,11 +196,11 @@ def em_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
             done_img.append(pool_img[r])
             done_lab.append(pool_lab[r])
             forest.add(pool_img[r], pool_lab[r] > 0, rng)
-            steps = fine_tune_budget(model, done_img, done_lab, budget, cfg)
             # the user's stack is slices 10-19 (the pool, then the test slices); as in the
-            # Fine-tune dock, 3 uncorrected ones (images only) recalibrate the seed threshold
-            # against the starter's seeds
+            # Fine-tune dock, 3 uncorrected ones (images only) anchor the fine-tuning and
+            # then recalibrate the seed threshold against the starter's seeds
             free = uncorrected_slices(np.concatenate([pool_img, test_img]), range(len(done_img)))
+            steps = fine_tune_budget(model, done_img, done_lab, budget, cfg, anchors=free)
             cal = recalibrate(model, starter, free, device="cpu", precision="fp32")
             print(f"       (fine-tuned {steps} steps on {len(done_img)} corrected slices; seed "
                   f"threshold {cal.get('previous_threshold')} -> {cal.get('threshold')})")

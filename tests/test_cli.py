@@ -102,5 +102,10 @@ def test_train_recalibrates_filling_models_on_uncorrected_slices(tmp_path, blobs
                  str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "1", "--tile", "32",
                  "--device", "cpu", "-o", str(tmp_path / "m.pt")]) == 0
     assert "recalibrated on 2 uncorrected slices" in capsys.readouterr().out
+    assert load_model(tmp_path / "m.pt").record["anchor_slices"] == 2  # and anchored it
+    assert main(["train", "--images", str(tmp_path / "img.tif"), "--labels",
+                 str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "1", "--tile", "32",
+                 "--device", "cpu", "--anchor-weight", "0", "-o", str(tmp_path / "m0.pt")]) == 0
+    assert load_model(tmp_path / "m0.pt").record["anchor_slices"] == 0
     pp = load_model(tmp_path / "m.pt").record["postprocess"]
     assert pp["fill"] is True and pp["threshold"] in THRESHOLDS

@@ -106,7 +106,7 @@ def _cmd_weights(a: argparse.Namespace) -> int:
 def _cmd_train(a: argparse.Namespace) -> int:
     from .io import load_checkpoint, load_model, save_model
     from .model import UNet
-    from .train import DEFAULT_ARCHITECTURE, TrainConfig, fine_tune
+    from .train import DEFAULT_ARCHITECTURE, TrainConfig, annotated_slices, fine_tune
 
     images, labels = read_array(a.images), read_array(a.labels)
     if a.model:
@@ -118,17 +118,22 @@ def _cmd_train(a: argparse.Namespace) -> int:
     cfg = TrainConfig(steps=a.steps, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
                       device=a.device,
                       seed=a.seed, tile=a.tile, checkpoint_path=a.checkpoint,
-                      ignore_label=a.ignore_label, expand_labels=a.expand_labels)
+                      ignore_label=a.ignore_label, expand_labels=a.expand_labels,
+                      anchor_weight=a.anchor_weight)
     if a.no_augment:
         cfg.augment.enabled = False
-    model = _drive(fine_tune(model, images, labels, cfg, slices=_slices(a.slices),
-                             resume=a.resume), "train", total=a.steps, loss=True)
-    model.record["name"] = Path(a.output).stem
+    free = None
     if a.model and np.ndim(images) == 3 and np.ndim(labels) == 3:
-        # as in the Fine-tune dock: filling models get their seed threshold recalibrated
+        # as in the Fine-tune dock: three uncorrected slices anchor the fine-tuning, then
+        # filling models get their seed threshold recalibrated on them
         from .calibrate import recalibrate, uncorrected_slices
 
-        free = uncorrected_slices(images, model.record.get("annotated_slices") or [])
+        done = _slices(a.slices) or annotated_slices(labels, a.ignore_label)
+        free = uncorrected_slices(images, done)
+    model = _drive(fine_tune(model, images, labels, cfg, slices=_slices(a.slices),
+                             resume=a.resume, anchors=free), "train", total=a.steps, loss=True)
+    model.record["name"] = Path(a.output).stem
+    if free:
         cal = recalibrate(model.eval(), load_model(a.model), free, device=a.device)
         if cal:
             print(f"seed threshold {cal['previous_threshold']} -> {cal['threshold']} "
@@ -221,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--expand-labels", type=int, default=None,
                    help="grow instances by up to N px before making the targets: thin lines "
                         "between cells that tile the image (EM: 12; default: the model's)")
+    s.add_argument("--anchor-weight", type=float, default=1.0,
+                   help="with --model and a stack: keep the model's predictions on three "
+                        "uncorrected slices with this weight (0: off)")
     s.add_argument("--no-augment", action="store_true")
     s.add_argument("--checkpoint", help="save a resumable checkpoint here")
     s.add_argument("--resume", help="resume from this checkpoint")

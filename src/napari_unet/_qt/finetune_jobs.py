@@ -49,24 +49,26 @@ def finetune_iter(
     """Fine-tune a copy of ``version``'s model; yields ``TrainEvent`` and returns the copy.
 
     The version's own model is never modified, so cancelling (stopping the worker) leaves
-    it exactly as it was. For a single-channel stack, models whose labels fill the image
-    then get their seed threshold recalibrated on three uncorrected slices, against the
-    seeds of ``root`` (the version the chain of fine-tunings started from, whose settings
-    were tuned on labelled data; default ``version``; see :mod:`napari_unet.calibrate`),
-    yielding status strings meanwhile. The result is in ``record["calibration"]``.
+    it exactly as it was. For a single-channel stack, three uncorrected slices anchor the
+    fine-tuning (the model keeps its predictions there unless the corrections say
+    otherwise; :mod:`napari_unet.anchor`), and models whose labels fill the image then get
+    their seed threshold recalibrated on the same slices, against the seeds of ``root``
+    (the version the chain of fine-tunings started from, whose settings were tuned on
+    labelled data; default ``version``; see :mod:`napari_unet.calibrate`), yielding status
+    strings meanwhile. The result is in ``record["calibration"]``.
     """
+    from ..calibrate import recalibrate_iter, uncorrected_slices
     from ..train import fine_tune
 
     base = version.get_model()
     model = copy.deepcopy(base)
     model.record["name"] = version.name
     model.record.pop("calibration", None)  # the parent's, if any
+    stack = slices is not None and channel_axis is None and np.ndim(images) == 3
+    free = uncorrected_slices(images, slices) if stack else None
     trained = yield from fine_tune(model, images, labels, config, slices=slices,
-                                   channel_axis=channel_axis)
-    if slices is not None and channel_axis is None and np.ndim(images) == 3:
-        from ..calibrate import recalibrate_iter, uncorrected_slices
-
-        free = uncorrected_slices(images, slices)
+                                   channel_axis=channel_axis, anchors=free)
+    if free:
         trained.eval()
         ref = base if root is None or root is version else root.get_model()
         cal = yield from recalibrate_iter(trained, ref, free, device=config.device)

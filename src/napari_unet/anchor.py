@@ -1,0 +1,98 @@
+"""Keep a model's predictions on unannotated slices while it fine-tunes.
+
+Fine-tuning on one to three corrected slices pulls a good starter model towards those
+slices: on the ISBI benchmark its held-out error grew round after round. *Anchoring*
+(learning without forgetting, Li & Hoiem 2016) adds to each step the KL divergence between
+the network's output on a crop of an unannotated slice of the user's data and its own
+prediction there before fine-tuning. Corrections still teach; the rest of the stack stays
+as it was unless the corrections say otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .inputs import as_image_view
+from .normalize import Normalization
+
+
+@dataclass
+class Anchors:
+    """Unannotated slices and the model's predictions on them before fine-tuning."""
+
+    images: list[np.ndarray]  # (C, Y + 2h, X + 2h) normalised, mirrored by the halo
+    probs: list[np.ndarray]  # (K, Y, X) float32
+
+
+def prepare_anchors(model: Any, slices: Sequence[Any], channel_axis: int | None = None,
+                    device: str | torch.device = "auto") -> Anchors:
+    """Normalise ``slices`` as training does and predict them with ``model`` as it is now.
+
+    Parameters
+    ----------
+    model : UNet
+        The model about to be fine-tuned (its stored normalisation is applied).
+    slices : sequence of array-like
+        2D images (or one image with channels, as ``channel_axis`` says), not annotated.
+    channel_axis : int, optional
+        Channel axis of each slice.
+    device : str or torch.device
+        Where the reference predictions run.
+
+    Returns
+    -------
+    Anchors
+    """
+    from .predict import predict
+
+    norm = Normalization.from_dict(model.config.normalization)
+    h = model.halo
+    images, probs = [], []
+    for s in slices:
+        view = as_image_view(s, model.in_channels, channel_axis)
+        if view.is_stack:
+            raise ValueError(f"anchor slices must be single 2D images, got shape {np.shape(s)}")
+        img = norm(view.slice(0), channel_axis=0)
+        mode = "reflect" if min(img.shape[-2:]) > 1 else "symmetric"
+        images.append(np.pad(img, ((0, 0), (h, h), (h, h)), mode=mode).astype(np.float32))
+        p = predict(model, s, channel_axis=channel_axis, device=device)
+        probs.append(np.asarray(p, np.float32).reshape(model.n_classes, *view.yx))
+    return Anchors(images, probs)
+
+
+def anchor_crop(anchors: Anchors, in_tile: int, halo: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random input crop of one anchor slice and the reference probabilities of its output.
+
+    Returns ``(C, in_tile, in_tile)`` and ``(K, in_tile - 2 halo, in_tile - 2 halo)``; slices
+    smaller than the crop are mirrored.
+    """
+    k = int(rng.integers(len(anchors.images)))
+    img, prob = anchors.images[k], anchors.probs[k]
+    out = in_tile - 2 * halo
+    ph, pw = max(0, in_tile - img.shape[1]), max(0, in_tile - img.shape[2])
+    if ph or pw:
+        img = np.pad(img, ((0, 0), (0, ph), (0, pw)), mode="symmetric")
+    qh, qw = max(0, out - prob.shape[1]), max(0, out - prob.shape[2])
+    if qh or qw:
+        prob = np.pad(prob, ((0, 0), (0, qh), (0, qw)), mode="symmetric")
+    y = int(rng.integers(0, min(img.shape[1] - in_tile, prob.shape[1] - out) + 1))
+    x = int(rng.integers(0, min(img.shape[2] - in_tile, prob.shape[2] - out) + 1))
+    return (np.ascontiguousarray(img[:, y : y + in_tile, x : x + in_tile]),
+            np.ascontiguousarray(prob[:, y : y + out, x : x + out]))
+
+
+def anchor_loss(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean per-pixel KL divergence from ``reference`` probabilities to ``softmax(logits)``.
+
+    Both ``(N, K, Y, X)``; zero when the network still predicts what it did.
+    """
+    logp = F.log_softmax(logits.float(), dim=1)
+    q = reference.float().clamp_min(1e-6)
+    return (q * (q.log() - logp)).sum(dim=1).mean()
