@@ -65,6 +65,9 @@ def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_
     assert model.record["annotated_slices"] == [0, 2]
     assert model.record["steps"] == 2
     assert model.record["anchor_slices"] == 2  # the uncorrected slices 1 and 3 anchored it
+    assert widget.train_config().anchor_weight == 1.0
+    widget.anchor_check.setChecked(False)
+    assert widget.train_config().anchor_weight == 0.0
     assert "calibration" not in model.record  # the tiny model's labels do not fill the image
     assert widget.plot.steps == [1, 2]
     assert widget.progress.value() == 2

@@ -103,6 +103,10 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         self.augment_check.setChecked(True)
         self.preview_button = QPushButton("Preview", self)
         self.preview_button.setToolTip("Add one augmented sample of the current slice as layers")
+        self.anchor_check = QCheckBox("keep uncorrected slices (anchor)", self)
+        self.anchor_check.setToolTip("Stacks: keep the model's predictions on three uncorrected "
+                                     "slices while it learns the corrections")
+        self.anchor_check.setChecked(defaults.anchor_weight > 0)
         self.predict_after_check = QCheckBox("segment current slice afterwards", self)
         self.predict_after_check.setChecked(True)
         self.start_button = QPushButton("Start", self)
@@ -132,6 +136,7 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         aug_row.addWidget(self.augment_check, 1)
         aug_row.addWidget(self.preview_button)
         train_form.addRow(aug_row)
+        train_form.addRow(self.anchor_check)
         train_form.addRow(self.predict_after_check)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
@@ -213,6 +218,7 @@ class FineTuneWidget(SliceScanMixin, QWidget):
             steps=self.steps_spin.value(), lr=self.lr_spin.value(), tile=self.tile_spin.value(),
             augment=AugmentConfig(enabled=self.augment_check.isChecked()),
             device=self.device_combo.currentText(),
+            anchor_weight=TrainConfig.anchor_weight if self.anchor_check.isChecked() else 0.0,
         )
 
     def start(self, *_: Any) -> Any:
