@@ -22,13 +22,29 @@ def test_anchor_crops_pair_inputs_with_the_reference_of_their_output(tiny_net, b
     h = tiny_net.halo
     assert anchors.images[0].shape == (1, 96 + 2 * h, 96 + 2 * h)
     assert anchors.probs[1].shape == (2, 40, 50)
-    np.testing.assert_allclose(anchors.probs[0], predict(tiny_net, img, device="cpu"), atol=1e-6)
+    full = predict(tiny_net, img, device="cpu", precision="fp32")
+    np.testing.assert_allclose(anchors.probs[0], full, atol=1e-4)  # one pass = the tiled result
+    # large slices keep a central window; odd sizes too
+    big = np.pad(img, ((10, 11), (3, 40)), mode="reflect")
+    win = prepare_anchors(tiny_net, [big], device="cpu", window=64)
+    assert win.images[0].shape == (1, 64 + 2 * h, 64 + 2 * h) and win.probs[0].shape == (2, 64, 64)
+    st = tiny_net.stride  # the window starts on the stride grid
+    y0, x0 = (big.shape[0] - 64) // 2 // st * st, (big.shape[1] - 64) // 2 // st * st
+    ref = predict(tiny_net, big, device="cpu", precision="fp32")[:, y0 : y0 + 64, x0 : x0 + 64]
+    np.testing.assert_allclose(win.probs[0], ref, atol=1e-4)
     rng = np.random.default_rng(0)
     tile = tiny_net.valid_input_size(64 + 2 * h)
     for _ in range(6):  # the small slice is mirrored up to the crop
-        x, q = anchor_crop(anchors, tile, h, rng)
+        x, q = anchor_crop(anchors, tile, h, rng, st)
         assert x.shape == (1, tile, tile) and q.shape == (2, tile - 2 * h, tile - 2 * h)
         np.testing.assert_allclose(q.sum(axis=0), 1.0, atol=1e-5)
+    # a crop on the stride grid sees what the reference pass saw: the anchor term starts at 0
+    tile = tiny_net.valid_input_size(32 + 2 * h)
+    for _ in range(4):
+        x, q = anchor_crop(win, tile, h, rng, st)
+        with torch.no_grad():
+            logits = tiny_net(torch.from_numpy(x)[None])
+        assert anchor_loss(logits, torch.from_numpy(q)[None]).item() < 1e-4
     with pytest.raises(ValueError, match="single 2D"):
         prepare_anchors(tiny_net, [np.stack([img, img])], device="cpu")
 

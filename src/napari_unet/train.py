@@ -233,7 +233,8 @@ def fine_tune(
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             loss = weighted_loss(model(x), t, w)
             if anchored is not None:
-                xa, qa = zip(*(anchor_crop(anchored, in_tile, model.halo, rng) for _ in batch),
+                xa, qa = zip(*(anchor_crop(anchored, in_tile, model.halo, rng, model.stride)
+                                  for _ in batch),
                              strict=True)
                 loss = loss + cfg.anchor_weight * anchor_loss(
                     model(torch.from_numpy(np.stack(xa)).to(dev)),
