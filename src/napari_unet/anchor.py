@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .inputs import as_image_view
 from .normalize import Normalization
+from .samples import pad_to, padded_slice
 
 
 @dataclass
@@ -66,9 +67,7 @@ def prepare_anchors(model: Any, slices: Sequence[Any], channel_axis: int | None 
         view = as_image_view(s, model.in_channels, channel_axis)
         if view.is_stack:
             raise ValueError(f"anchor slices must be single 2D images, got shape {np.shape(s)}")
-        img = norm(view.slice(0), channel_axis=0)
-        mode = "reflect" if min(img.shape[-2:]) > 1 else "symmetric"
-        padded = np.pad(img, ((0, 0), (h, h), (h, h)), mode=mode).astype(np.float32)
+        padded = padded_slice(view, 0, norm, h).astype(np.float32)
         # the window's origin is a multiple of the network stride, as are the crops' offsets
         # in it (:func:`anchor_crop`): a crop's output then equals the window's there
         st = model.stride
@@ -76,7 +75,7 @@ def prepare_anchors(model: Any, slices: Sequence[Any], channel_axis: int | None 
                               for n in view.yx)
         win = padded[:, y0 : y0 + ny + 2 * h, x0 : x0 + nx + 2 * h]
         my, mx = model.valid_input_size(ny + 2 * h), model.valid_input_size(nx + 2 * h)
-        x = np.pad(win, ((0, 0), (0, my - win.shape[1]), (0, mx - win.shape[2])), mode="symmetric")
+        x = pad_to(win, my, mx)
         with torch.inference_mode():
             p = torch.softmax(model(torch.from_numpy(x)[None].to(dev)).float(), dim=1)[0]
         oy, ox = h - (my - model.output_size(my)) // 2, h - (mx - model.output_size(mx)) // 2
@@ -94,14 +93,8 @@ def anchor_crop(anchors: Anchors, in_tile: int, halo: int, rng: np.random.Genera
     so that the network sees the crop with the pooling phase of the reference pass.
     """
     k = int(rng.integers(len(anchors.images)))
-    img, prob = anchors.images[k], anchors.probs[k]
     out = in_tile - 2 * halo
-    ph, pw = max(0, in_tile - img.shape[1]), max(0, in_tile - img.shape[2])
-    if ph or pw:
-        img = np.pad(img, ((0, 0), (0, ph), (0, pw)), mode="symmetric")
-    qh, qw = max(0, out - prob.shape[1]), max(0, out - prob.shape[2])
-    if qh or qw:
-        prob = np.pad(prob, ((0, 0), (0, qh), (0, qw)), mode="symmetric")
+    img, prob = pad_to(anchors.images[k], in_tile, in_tile), pad_to(anchors.probs[k], out, out)
     y = stride * int(rng.integers(0, min(img.shape[1] - in_tile, prob.shape[1] - out) // stride + 1))
     x = stride * int(rng.integers(0, min(img.shape[2] - in_tile, prob.shape[2] - out) // stride + 1))
     return (np.ascontiguousarray(img[:, y : y + in_tile, x : x + in_tile]),

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .model import UNet
     from .train import TrainConfig
 
+
 def annotated_slices(labels: np.ndarray, ignore_label: int | None = None) -> list[int]:
     """Slices of a ``(Z, Y, X)`` label stack holding any annotation (``[0]`` for 2D)."""
     lab = np.asarray(labels)
@@ -35,6 +36,21 @@ class _Sample:
     image: np.ndarray  # (C, Y+2h, X+2h) normalised, mirrored by the halo
     target: np.ndarray  # (Y+2h, X+2h) int64, 0 outside the image
     weight: np.ndarray  # (Y+2h, X+2h) float32, 0 outside the image and on ignored pixels
+
+
+def padded_slice(view: Any, z: int, norm: Normalization, halo: int) -> np.ndarray:
+    """Slice ``z`` of ``view`` normalised as a whole, ``(C, Y + 2 halo, X + 2 halo)`` mirrored."""
+    img = norm(view.slice(z), channel_axis=0)
+    mode = "reflect" if min(img.shape[-2:]) > 1 else "symmetric"
+    return np.pad(img, ((0, 0), (halo, halo), (halo, halo)), mode=mode)
+
+
+def pad_to(a: np.ndarray, ny: int, nx: int, mode: str = "symmetric") -> np.ndarray:
+    """``a`` (``(..., Y, X)``) padded at the end to at least ``ny`` x ``nx``."""
+    ph, pw = max(0, ny - a.shape[-2]), max(0, nx - a.shape[-1])
+    if not (ph or pw):
+        return a
+    return np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, ph), (0, pw)], mode=mode)
 
 
 def target_expansion(model: UNet, config: TrainConfig) -> int:
@@ -91,20 +107,17 @@ def prepare_samples(
     if not zs:
         raise ValueError("no annotated slice: paint labels on at least one slice first")
     norm = Normalization.from_dict(model.config.normalization)
-    h = model.halo
+    h, expand = model.halo, target_expansion(model, config)
     samples, n_fg, n_bg = [], 0, 0
     for i in zs:
         view, z, lab = slabs[i]
-        img = norm(view.slice(z), channel_axis=0)
         target, weight = training_targets(lab, w0=config.w0, sigma=config.sigma,
                                           class_balance=config.class_balance,
-                                          ignore_label=config.ignore_label,
-                                          expand_labels=target_expansion(model, config))
+                                          ignore_label=config.ignore_label, expand_labels=expand)
         n_fg += int(((target == 1) & (weight > 0)).sum())
         n_bg += int(((target == 0) & (weight > 0)).sum())
-        mode = "reflect" if min(img.shape[-2:]) > 1 else "symmetric"
         samples.append(_Sample(
-            np.pad(img, ((0, 0), (h, h), (h, h)), mode=mode),
+            padded_slice(view, z, norm, h),
             np.pad(target.astype(np.int64), h),
             np.pad(weight.astype(np.float32), h),
         ))
@@ -118,11 +131,8 @@ def _random_crop(
     s: _Sample, size: int, rng: np.random.Generator, tries: int = 10
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A ``size`` x ``size`` crop with some annotated pixels (mirror-padded if too small)."""
-    img, tgt, wgt = s.image, s.target, s.weight
-    ph, pw = max(0, size - tgt.shape[0]), max(0, size - tgt.shape[1])
-    if ph or pw:
-        img = np.pad(img, ((0, 0), (0, ph), (0, pw)), mode="symmetric")
-        tgt, wgt = np.pad(tgt, ((0, ph), (0, pw))), np.pad(wgt, ((0, ph), (0, pw)))
+    img = pad_to(s.image, size, size)
+    tgt, wgt = pad_to(s.target, size, size, "constant"), pad_to(s.weight, size, size, "constant")
     for _ in range(tries):
         y = int(rng.integers(0, tgt.shape[0] - size + 1))
         x = int(rng.integers(0, tgt.shape[1] - size + 1))

@@ -75,7 +75,8 @@ class TrainConfig:
         Steps between checkpoints.
     schedule : str
         Learning-rate schedule: ``"cosine"`` (decay to 1% over ``steps``, so a short run
-        with momentum 0.99 ends settled) or ``"constant"``.    expand_labels : int or None
+        with momentum 0.99 ends settled) or ``"constant"``.
+    expand_labels : int or None
         Grow the instances by up to this many pixels into the background before making
         the targets (:func:`napari_unet.weights.training_targets`): for cells that tile
         the image (EM), a value above the membranes' half-width (12) makes the targets thin
