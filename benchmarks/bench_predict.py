@@ -4,7 +4,8 @@ Default: base 16, depth 5, a 2048² image, CPU. ``efficiency`` is the fp32 path 
 fp32 matmul rate. ``vs_naive`` and ``slice512_s`` time the default precision (``"auto"``: bf16
 on CPUs with AMX units, fp32 elsewhere), whose own efficiency is reported against the matmul
 rate of that dtype; ``vs_naive_fp32`` is the fp32 path against the same naive loop. Last line:
-``RESULT efficiency=... vs_naive=... slice512_s=... precision=... efficiency_<dtype>=... vs_naive_fp32=...``
+``RESULT efficiency=... vs_naive=... slice512_s=... precision=... efficiency_<dtype>=... vs_naive_fp32=...
+parallel_tiles_x=...`` (the last: the fp32 path against itself with tiles one after another)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from unittest import mock
 
 import numpy as np
 import torch
@@ -96,6 +98,8 @@ def main() -> None:
         times[prec] = median_time(lambda p=prec: predict(net, img, device=dev, precision=p), a.repeats)
         rates32.append(matmul_rate(dev))
         rates_auto += [matmul_rate(dev, dtype=auto)] if auto is not None else []
+    with mock.patch("napari_unet.predict.cpu_workers", return_value=1):  # one tile at a time
+        t_serial = median_time(lambda: predict(net, img, device=dev, precision="fp32"), a.repeats)
     t_naive = median_time(lambda: naive_predict(net.to(torch.device("cpu")), img), a.repeats) \
         if dev.type == "cpu" else float("nan")
     net.to(dev)
@@ -108,12 +112,14 @@ def main() -> None:
     print(f"flops/output px={fpp / 1e6:.2f} MFLOP; useful work={useful / 1e9:.1f} GFLOP")
     for prec, t in times.items():
         print(f"ours {prec} {a.size}²: {t:.2f} s (median of {a.repeats})")
+    print(f"ours fp32, tiles one after another on all threads: {t_serial:.2f} s; tiles side by "
+          f"side, one thread each: {t_serial / times['fp32']:.2f}x faster")
     print(f"naive fp32 (572 px tiles, one at a time): {t_naive:.2f} s (median of {a.repeats})")
     print(f"default precision here: {auto_name}; efficiency of it against the {auto_name} "
           f"matmul: {eff_auto:.3f}")
     print(f"RESULT efficiency={eff32:.3f} vs_naive={t_naive / times[auto_name]:.2f} "
           f"slice512_s={t512:.3f} precision={auto_name} efficiency_{auto_name}={eff_auto:.3f} "
-          f"vs_naive_fp32={t_naive / times['fp32']:.2f}")
+          f"vs_naive_fp32={t_naive / times['fp32']:.2f} parallel_tiles_x={t_serial / times['fp32']:.2f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Generator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from . import devices
 from .inputs import ImageView, as_image_view
 from .model import UNet
 from .normalize import Normalization
+from .parallel import cpu_workers, tile_pool
 from .tiling import AxisPlan, choose_tile, crop_offset, pad_image, plan_axis
 
 CPU_BUDGET = 3 * 2**30
@@ -66,17 +68,27 @@ class PredictionResult:
     precision: str = "fp32"
 
 
-def _forward_tta(model: UNet, x: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Softmax of ``model(x)``, averaged over the dihedral group when ``tta``; also its spread."""
+def _forward_tta(
+    model: UNet, x: torch.Tensor, tta: bool, pool: Executor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax of ``model(x)``, averaged over the dihedral group when ``tta``; also its spread.
+
+    With ``pool``, the 8 transforms run side by side (summed in the same order either way).
+    """
     if not tta:
         return torch.softmax(model(x).float(), dim=1), None
-    acc, acc2 = None, None
-    for k, flip in DIHEDRAL:
+
+    def one(transform: tuple[int, bool]) -> torch.Tensor:
+        k, flip = transform
         t = torch.flip(x, dims=(-1,)) if flip else x
         t = torch.rot90(t, k, dims=(-2, -1))
-        p = torch.softmax(model(t.contiguous(memory_format=torch.channels_last)).float(), dim=1)
+        with torch.inference_mode():
+            p = torch.softmax(model(t.contiguous(memory_format=torch.channels_last)).float(), dim=1)
         p = torch.rot90(p, -k, dims=(-2, -1))
-        p = torch.flip(p, dims=(-1,)) if flip else p
+        return torch.flip(p, dims=(-1,)) if flip else p
+
+    acc, acc2 = None, None
+    for p in (pool.map(one, DIHEDRAL) if pool is not None else map(one, DIHEDRAL)):
         acc = p if acc is None else acc + p
         acc2 = p * p if acc2 is None else acc2 + p * p
     mean = acc / len(DIHEDRAL)
@@ -126,8 +138,8 @@ def predict_slice_iter(
     (ty, tx) = (plans[0].in_tile, plans[1].in_tile)
     batches = _tile_batches(plans, batch)
     total = sum(len(b) for b in batches)
-    done = 0
-    for chunk in batches:
+
+    def run_batch(chunk: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray | None]:
         tiles = np.stack(
             [padded[:, plans[0].starts[i] : plans[0].starts[i] + ty,
                      plans[1].starts[j] : plans[1].starts[j] + tx] for i, j in chunk]
@@ -136,17 +148,29 @@ def predict_slice_iter(
         if device.type == "cpu" and dtype is not None:
             x = x.to(dtype)
         with torch.inference_mode(), devices.autocast(device, dtype is not None, dtype):
-            p, s = _forward_tta(model, x, tta)
-        p = p.cpu().numpy()
-        s = s.cpu().numpy() if s is not None else None
-        for n, (i, j) in enumerate(chunk):
-            (y0, y1), (x0, x1) = plans[0].keep(i), plans[1].keep(j)
-            sy, sx = off + y0 - plans[0].starts[i], off + x0 - plans[1].starts[j]
-            probs[:, y0:y1, x0:x1] = p[n, :, sy : sy + y1 - y0, sx : sx + x1 - x0]
-            if spread is not None and s is not None:
-                spread[y0:y1, x0:x1] = s[n, sy : sy + y1 - y0, sx : sx + x1 - x0]
-        done += len(chunk)
-        yield done, total
+            p, s = _forward_tta(model, x, tta, tta_pool)
+        return p.cpu().numpy(), (s.cpu().numpy() if s is not None else None)
+
+    # CPU: tiles side by side, one core each; a single tile with TTA: its 8 transforms
+    workers = cpu_workers(device, len(batches), budget, per_tile * batch)
+    tta_workers = cpu_workers(device, len(DIHEDRAL), budget, per_tile * batch) if tta else 1
+    tta_pool = tile_pool(tta_workers) if workers == 1 and tta_workers > 1 else None
+    # in order; closing the iterator (cancel) drops the batches not yet started
+    results = tile_pool(workers).map(run_batch, batches) if workers > 1 else map(run_batch, batches)
+    done = 0
+    try:
+        for chunk, (p, s) in zip(batches, results, strict=True):
+            for n, (i, j) in enumerate(chunk):
+                (y0, y1), (x0, x1) = plans[0].keep(i), plans[1].keep(j)
+                sy, sx = off + y0 - plans[0].starts[i], off + x0 - plans[1].starts[j]
+                probs[:, y0:y1, x0:x1] = p[n, :, sy : sy + y1 - y0, sx : sx + x1 - x0]
+                if spread is not None and s is not None:
+                    spread[y0:y1, x0:x1] = s[n, sy : sy + y1 - y0, sx : sx + x1 - x0]
+            done += len(chunk)
+            yield done, total
+    finally:
+        if hasattr(results, "close"):
+            results.close()
     return probs, spread
 
 

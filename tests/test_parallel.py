@@ -1,0 +1,63 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet import predict as predict_mod
+from napari_unet.parallel import cpu_workers, tile_pool
+from napari_unet.predict import predict, predict_iter
+
+
+def test_pool_threads_run_single_threaded_and_the_caller_keeps_its_count():
+    before = torch.get_num_threads()
+    pool = tile_pool(2)
+    counts = list(pool.map(lambda _: torch.get_num_threads(), range(6)))
+    names = set(pool.map(lambda _: threading.current_thread().name, range(6)))
+    assert counts == [1] * 6
+    assert all(n.startswith("napari-unet-tile") for n in names)
+    assert torch.get_num_threads() == before
+    assert tile_pool(2) is pool  # created once
+
+
+def test_worker_count_follows_threads_tasks_and_memory(monkeypatch):
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert cpu_workers(cpu, 16, 10 * 2**20, 2**20) == 8
+    assert cpu_workers(cpu, 3, 10 * 2**20, 2**20) == 3  # no more workers than tasks
+    assert cpu_workers(cpu, 16, 10 * 2**20, 4 * 2**20) == 2  # memory for two tiles only
+    assert cpu_workers(cpu, 16, 2**20, 4 * 2**20) == 1
+    assert cpu_workers(meta, 16, 10 * 2**20, 2**20) == 1  # accelerators batch instead
+
+
+@pytest.fixture
+def two_workers(monkeypatch):
+    monkeypatch.setattr(predict_mod, "cpu_workers", lambda *a: 2)
+
+
+@pytest.mark.parametrize("tile", [68, None])  # many tiles side by side; one tile, TTA in parallel
+@pytest.mark.parametrize("tta", [False, True])
+def test_parallel_tiles_equal_the_serial_path(tiny_net, monkeypatch, tta, tile):
+    img = np.random.default_rng(3).random((2, 61, 75)).astype(np.float32)
+    monkeypatch.setattr(predict_mod, "cpu_workers", lambda *a: 1)
+    serial = predict(tiny_net, img, tile=tile, precision="fp32", tta=tta)
+    monkeypatch.setattr(predict_mod, "cpu_workers", lambda dev, n, *a: min(2, n))
+    used = []
+    monkeypatch.setattr(predict_mod, "tile_pool", lambda n: used.append(n) or tile_pool(n))
+    parallel = predict(tiny_net, img, tile=tile, precision="fp32", tta=tta)
+    np.testing.assert_allclose(parallel, serial, atol=1e-6)
+    assert used == ([] if tile is None and not tta else [2, 2])  # once per slice
+
+
+def test_parallel_progress_is_in_order_and_cancel_stops_it(tiny_net, two_workers):
+    img = np.random.default_rng(0).random((96, 96)).astype(np.float32)
+    gen = predict_iter(tiny_net, img, tile=68, batch_size=1)
+    done = []
+    for ev in gen:
+        done.append(ev.done)
+        if len(done) == 3:
+            break
+    gen.close()
+    assert done == [1, 2, 3]
+    res = predict(tiny_net, img, tile=68, precision="fp32")  # the pool is usable afterwards
+    np.testing.assert_allclose(res.sum(0), 1, atol=1e-5)
