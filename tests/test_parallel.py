@@ -6,7 +6,7 @@ import torch
 
 from napari_unet import predict as predict_mod
 from napari_unet.parallel import cpu_workers, tile_pool
-from napari_unet.predict import predict, predict_iter
+from napari_unet.predict import predict, predict_iter, run
 
 
 def test_pool_threads_run_single_threaded_and_the_caller_keeps_its_count():
@@ -35,7 +35,7 @@ def two_workers(monkeypatch):
     monkeypatch.setattr(predict_mod, "cpu_workers", lambda *a: 2)
 
 
-@pytest.mark.parametrize("tile", [68, None])  # many tiles side by side; one tile, TTA in parallel
+@pytest.mark.parametrize("tile", [68, None])  # several tiles per slice; one
 @pytest.mark.parametrize("tta", [False, True])
 def test_parallel_tiles_equal_the_serial_path(tiny_net, monkeypatch, tta, tile):
     img = np.random.default_rng(3).random((2, 61, 75)).astype(np.float32)
@@ -46,7 +46,8 @@ def test_parallel_tiles_equal_the_serial_path(tiny_net, monkeypatch, tta, tile):
     monkeypatch.setattr(predict_mod, "tile_pool", lambda n: used.append(n) or tile_pool(n))
     parallel = predict(tiny_net, img, tile=tile, precision="fp32", tta=tta)
     np.testing.assert_allclose(parallel, serial, atol=1e-6)
-    assert used == ([] if tile is None and not tta else [2, 2])  # once per slice
+    # per slice (its tiles, or its TTA transforms), or once for the two one-tile slices
+    assert used == ([2] if tile is None and not tta else [2, 2])
 
 
 def test_parallel_progress_is_in_order_and_cancel_stops_it(tiny_net, two_workers):
@@ -61,3 +62,31 @@ def test_parallel_progress_is_in_order_and_cancel_stops_it(tiny_net, two_workers
     assert done == [1, 2, 3]
     res = predict(tiny_net, img, tile=68, precision="fp32")  # the pool is usable afterwards
     np.testing.assert_allclose(res.sum(0), 1, atol=1e-5)
+
+
+def test_stacks_of_one_tile_slices_run_slices_side_by_side(tiny_net, monkeypatch):
+    stack = np.random.default_rng(4).random((5, 40, 52)).astype(np.float32)
+    monkeypatch.setattr(predict_mod, "cpu_workers", lambda *a: 1)
+    serial = run(predict_iter(tiny_net, stack, precision="fp32", uncertainty=True))
+    monkeypatch.setattr(predict_mod, "cpu_workers", lambda dev, n, *a: min(2, n))
+    used = []
+    monkeypatch.setattr(predict_mod, "tile_pool", lambda n: used.append(n) or tile_pool(n))
+    gen = predict_iter(tiny_net, stack, precision="fp32", uncertainty=True, slices=[4, 0, 2])
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            res = stop.value
+            break
+    assert used == [2]
+    assert [(e.done, e.total, e.z) for e in events] == [(1, 3, 4), (2, 3, 0), (3, 3, 2)]
+    for z in (4, 0, 2):
+        np.testing.assert_allclose(res.probabilities[:, z], serial.probabilities[:, z], atol=1e-6)
+        np.testing.assert_allclose(res.uncertainty[z], serial.uncertainty[z], atol=1e-6)
+    assert not res.probabilities[:, 1].any()  # not asked for
+    gen = predict_iter(tiny_net, stack, precision="fp32")
+    assert next(gen).done == 1
+    gen.close()  # cancel: the rest of the stack is dropped, the pool stays usable
+    np.testing.assert_allclose(predict(tiny_net, stack[:2], precision="fp32"),
+                               serial.probabilities[:, :2], atol=1e-6)

@@ -127,8 +127,7 @@ def predict_slice_iter(
     """
     _, h, w = image.shape
     budget = memory_budget or _default_budget(device)
-    in_tile = tile or choose_tile(model, (h, w), budget, _max_tile(device))
-    plans = (plan_axis(model, h, in_tile), plan_axis(model, w, in_tile))
+    plans = _plans(model, (h, w), tile, budget, device)
     per_tile = max(1, _tile_bytes(model, plans))
     batch = batch_size or max(1, min(1 if device.type == "cpu" else 16, budget // per_tile))
     padded = pad_image(image, plans, padding_mode)
@@ -172,6 +171,27 @@ def predict_slice_iter(
         if hasattr(results, "close"):
             results.close()
     return probs, spread
+
+
+def _plans(
+    model: UNet, yx: tuple[int, int], tile: int | None, budget: int, device: torch.device
+) -> tuple[AxisPlan, AxisPlan]:
+    in_tile = tile or choose_tile(model, yx, budget, _max_tile(device))
+    return plan_axis(model, yx[0], in_tile), plan_axis(model, yx[1], in_tile)
+
+
+def _slice_workers(
+    model: UNet, yx: tuple[int, int], n_slices: int, device: torch.device, tile: int | None,
+    tta: bool, memory_budget: int | None,
+) -> int:
+    """CPU stacks whose slices are one tile each (no TTA): how many slices run side by side."""
+    if device.type != "cpu" or tta or n_slices < 2:
+        return 1
+    budget = memory_budget or _default_budget(device)
+    plans = _plans(model, yx, tile, budget, device)
+    if len(plans[0].starts) * len(plans[1].starts) > 1:
+        return 1  # the tiles of each slice run side by side instead
+    return cpu_workers(device, n_slices, budget, _tile_bytes(model, plans))
 
 
 def _inference_model(model: UNet, device: torch.device, dtype: torch.dtype | None) -> UNet:
@@ -280,34 +300,51 @@ def predict_iter(
     probs = np.zeros((model.n_classes, view.n_slices, *view.yx), np.float32)
     unc = np.zeros((view.n_slices, *view.yx), np.float32) if uncertainty else None
     t0 = time.perf_counter()
-    done_before = 0
-    total_guess = None
-    for z in zs:
-        x = norm(view.slice(z), channel_axis=0)
-        cur_tile, cur_batch = tile, batch_size
-        while True:
-            gen = predict_slice_iter(
-                model, x, device=dev, tile=cur_tile, batch_size=cur_batch, tta=tta,
-                padding_mode=padding_mode, memory_budget=memory_budget, dtype=dtype,
-            )
-            try:
-                while True:
-                    done, total = next(gen)
-                    if total_guess is None:
-                        total_guess = total * len(zs)
-                    yield Progress(done_before + done, total_guess, z, time.perf_counter() - t0)
-            except StopIteration as stop:
-                p, spread = stop.value
-                break
-            except Exception as err:  # noqa: BLE001 - narrowed by is_oom below
-                if not devices.is_oom(err):
-                    raise
-                devices.empty_cache(dev)
-                cur_tile, cur_batch = _shrink(model, x.shape[-2:], cur_tile, cur_batch, dev, err)
-        done_before += total
+
+    def store(z: int, p: np.ndarray, spread: np.ndarray | None) -> None:
         probs[:, z] = p
         if unc is not None:
             unc[z] = spread if spread is not None else _entropy(p)
+
+    def one_slice(z: int, tile: int | None, batch: int | None) -> Generator:
+        return predict_slice_iter(
+            model, norm(view.slice(z), channel_axis=0), device=dev, tile=tile, batch_size=batch,
+            tta=tta, padding_mode=padding_mode, memory_budget=memory_budget, dtype=dtype)
+
+    def in_turn() -> Generator[Progress, None, None]:
+        """Slice after slice, tiles counted over the stack; smaller tiles after out-of-memory."""
+        done_before, total_guess = 0, None
+        for z in zs:
+            cur_tile, cur_batch = tile, batch_size
+            while True:
+                gen = one_slice(z, cur_tile, cur_batch)
+                try:
+                    while True:
+                        done, total = next(gen)
+                        total_guess = total_guess or total * len(zs)
+                        yield Progress(done_before + done, total_guess, z, time.perf_counter() - t0)
+                except StopIteration as stop:
+                    p, spread = stop.value
+                    break
+                except Exception as err:  # noqa: BLE001 - narrowed by is_oom below
+                    if not devices.is_oom(err):
+                        raise
+                    devices.empty_cache(dev)
+                    cur_tile, cur_batch = _shrink(model, view.yx, cur_tile, cur_batch, dev, err)
+            done_before += total
+            store(z, p, spread)
+
+    workers = _slice_workers(model, view.yx, len(zs), dev, tile, tta, memory_budget)
+    if workers > 1:  # CPU, one tile per slice: slices side by side, one core each
+        results = tile_pool(workers).map(lambda z: run(one_slice(z, tile, batch_size)), zs)
+        try:
+            for k, (z, (p, spread)) in enumerate(zip(zs, results, strict=True)):
+                store(z, p, spread)
+                yield Progress(k + 1, len(zs), z, time.perf_counter() - t0)
+        finally:
+            results.close()  # cancelled: the slices not yet started are dropped
+    else:
+        yield from in_turn()
     if not view.is_stack:
         probs, unc = probs[:, 0], (unc[0] if unc is not None else None)
     return PredictionResult(probs, unc, zs, str(dev), devices.precision_name(dtype))
