@@ -6,6 +6,10 @@ on CPUs with AMX units, fp32 elsewhere), whose own efficiency is reported agains
 rate of that dtype; ``vs_naive_fp32`` is the fp32 path against the same naive loop. Last line:
 ``RESULT efficiency=... vs_naive=... slice512_s=... precision=... efficiency_<dtype>=... vs_naive_fp32=...
 parallel_tiles_x=...`` (the last: the fp32 path against itself with tiles one after another)
+
+Each repeat times every path back to back between two matmul measurements (the higher one is
+the reference); the figures are medians over the repeats of these per-repeat ratios, because
+the host's load changes from one second to the next.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def main() -> None:
     ap.add_argument("--base", type=int, default=16)
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
     dev = torch.device(a.device)
     torch.manual_seed(0)
@@ -86,41 +90,54 @@ def main() -> None:
     auto = inference_dtype(dev, "auto")  # what users get: bf16 on AMX CPUs and on GPUs
     auto_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[auto]
 
-    # the matmul rate moves by up to 1.5x between moments on a shared machine: measure it
-    # before, between and after the predictions and keep the highest (the conservative choice)
-    rates32 = [matmul_rate(dev)]
-    rates_auto = [matmul_rate(dev, dtype=auto)] if auto is not None else []
+    # the matmul rate moves by up to 1.5x between moments on a shared machine, and the host
+    # may steal the CPU for seconds: every repeat times all the paths back to back, between
+    # two matmul measurements, and the figures are medians of per-repeat ratios
     fpp = flops_per_output_pixel(net, net.valid_input_size(1024))
     useful = fpp * a.size * a.size
-    times = {}
-    for prec in dict.fromkeys(["fp32", auto_name]):
+    precs = list(dict.fromkeys(["fp32", auto_name]))
+    for prec in precs:
         predict(net, img[:512, :512], device=dev, precision=prec)  # warm-up
-        times[prec] = median_time(lambda p=prec: predict(net, img, device=dev, precision=p), a.repeats)
-        rates32.append(matmul_rate(dev))
-        rates_auto += [matmul_rate(dev, dtype=auto)] if auto is not None else []
-    with mock.patch("napari_unet.predict.cpu_workers", return_value=1):  # one tile at a time
-        t_serial = median_time(lambda: predict(net, img, device=dev, precision="fp32"), a.repeats)
-    t_naive = median_time(lambda: naive_predict(net.to(torch.device("cpu")), img), a.repeats) \
-        if dev.type == "cpu" else float("nan")
-    net.to(dev)
-    t512 = median_time(lambda: predict(net, img[:512, :512], device=dev), 5)
-    rate32, rate_auto = max(rates32), max(rates_auto or rates32)
-    eff32 = useful / times["fp32"] / rate32
-    eff_auto = useful / times[auto_name] / rate_auto
-    print(f"threads={torch.get_num_threads()} matmul fp32={rate32 / 1e9:.1f} GFLOP/s "
-          f"(max of {[round(r / 1e9) for r in rates32]}), {auto_name}={rate_auto / 1e9:.1f} GFLOP/s")
-    print(f"flops/output px={fpp / 1e6:.2f} MFLOP; useful work={useful / 1e9:.1f} GFLOP")
-    for prec, t in times.items():
-        print(f"ours {prec} {a.size}²: {t:.2f} s (median of {a.repeats})")
-    print(f"ours fp32, tiles one after another on all threads: {t_serial:.2f} s; tiles side by "
-          f"side, one thread each: {t_serial / times['fp32']:.2f}x faster")
-    print(f"naive fp32 (572 px tiles, one at a time): {t_naive:.2f} s (median of {a.repeats})")
-    print(f"default precision here: {auto_name}; efficiency of it against the {auto_name} "
-          f"matmul: {eff_auto:.3f}")
-    print(f"RESULT efficiency={eff32:.3f} vs_naive={t_naive / times[auto_name]:.2f} "
-          f"slice512_s={t512:.3f} precision={auto_name} efficiency_{auto_name}={eff_auto:.3f} "
-          f"vs_naive_fp32={t_naive / times['fp32']:.2f} parallel_tiles_x={t_serial / times['fp32']:.2f}")
 
+    def once(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    runs = []
+    for _ in range(a.repeats):
+        r = {"rate32": matmul_rate(dev), "rate_auto": matmul_rate(dev, dtype=auto or torch.float32)}
+        for prec in precs:
+            r[prec] = once(lambda p=prec: predict(net, img, device=dev, precision=p))
+        with mock.patch("napari_unet.predict.cpu_workers", return_value=1):  # one tile at a time
+            r["serial"] = once(lambda: predict(net, img, device=dev, precision="fp32"))
+        r["naive"] = once(lambda: naive_predict(net.to(torch.device("cpu")), img)) \
+            if dev.type == "cpu" else float("nan")
+        net.to(dev)
+        r["rate32"] = max(r["rate32"], matmul_rate(dev))  # the higher of before and after
+        r["rate_auto"] = max(r["rate_auto"], matmul_rate(dev, dtype=auto or torch.float32))
+        runs.append(r)
+
+    def med(f) -> float:
+        return statistics.median(f(r) for r in runs)
+
+    eff32 = med(lambda r: useful / r["fp32"] / r["rate32"])
+    eff_auto = med(lambda r: useful / r[auto_name] / r["rate_auto"])
+    vs_naive, vs_naive32 = med(lambda r: r["naive"] / r[auto_name]), med(lambda r: r["naive"] / r["fp32"])
+    par = med(lambda r: r["serial"] / r["fp32"])
+    t512 = median_time(lambda: predict(net, img[:512, :512], device=dev), 5)
+    print(f"threads={torch.get_num_threads()}; per repeat (s, GFLOP/s):")
+    for r in runs:
+        print("  " + "  ".join(f"{k}={v / 1e9 if k.startswith('rate') else v:.2f}" for k, v in r.items()))
+    print(f"flops/output px={fpp / 1e6:.2f} MFLOP; useful work={useful / 1e9:.1f} GFLOP")
+    print(f"medians over {a.repeats} repeats: fp32 efficiency {eff32:.3f}; {auto_name} (the default "
+          f"here) efficiency against the {auto_name} matmul {eff_auto:.3f}; tiles side by side, one "
+          f"thread each, vs one after another on all threads {par:.2f}x")
+    print(f"RESULT efficiency={eff32:.3f} vs_naive={vs_naive:.2f} "
+          f"slice512_s={t512:.3f} precision={auto_name} efficiency_{auto_name}={eff_auto:.3f} "
+          f"vs_naive_fp32={vs_naive32:.2f} parallel_tiles_x={par:.2f}")
 
 if __name__ == "__main__":
     main()
