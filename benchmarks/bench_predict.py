@@ -28,13 +28,17 @@ from napari_unet.model import UNet
 from napari_unet.predict import predict
 
 
+def once(fn, device: torch.device | None = None) -> float:
+    """Seconds one call of ``fn`` takes (waiting for CUDA to finish)."""
+    t0 = time.perf_counter()
+    fn()
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(once(fn) for _ in range(repeats))
 
 
 def matmul_rate(device: torch.device, n: int = 2048, dtype: torch.dtype = torch.float32) -> float:
@@ -99,20 +103,13 @@ def main() -> None:
     for prec in precs:
         predict(net, img[:512, :512], device=dev, precision=prec)  # warm-up
 
-    def once(fn) -> float:
-        t0 = time.perf_counter()
-        fn()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-
     runs = []
     for _ in range(a.repeats):
         r = {"rate32": matmul_rate(dev), "rate_auto": matmul_rate(dev, dtype=auto or torch.float32)}
         for prec in precs:
-            r[prec] = once(lambda p=prec: predict(net, img, device=dev, precision=p))
+            r[prec] = once(lambda p=prec: predict(net, img, device=dev, precision=p), dev)
         with mock.patch("napari_unet.predict.cpu_workers", return_value=1):  # one tile at a time
-            r["serial"] = once(lambda: predict(net, img, device=dev, precision="fp32"))
+            r["serial"] = once(lambda: predict(net, img, device=dev, precision="fp32"), dev)
         r["naive"] = once(lambda: naive_predict(net.to(torch.device("cpu")), img)) \
             if dev.type == "cpu" else float("nan")
         net.to(dev)
