@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/train_starter_models.py [nuclei|em|all] [--data full|dev]
         [--device auto] [--amp] [--first-stage K]   # K: continue from stage K of the saved model
+        [--base-channels N] [--out DIR]             # experiments: another width, elsewhere
 
 ``--data full`` (default) trains the shipped models, src/napari_unet/models/<name>.pt (fp16,
 a few MB), on all of ../shared/data. ``--data dev`` trains their dev twins,
@@ -118,7 +119,7 @@ def finish(name: str, model: UNet, images: list, labels: list, device: str, data
     model.record["predict"] = {"tta": not name.startswith("nuclei")}
     model.record["postprocess"] = tune_postprocessing(name, model, images, labels)
     model.record["metrics"] = quick_eval(name, model, device, data)
-    OUT[data].mkdir(exist_ok=True)
+    OUT[data].mkdir(parents=True, exist_ok=True)
     save_model(model, OUT[data] / f"{name}.pt", half=True)
     print(f"{name}: metrics {model.record['metrics']}", flush=True)
 
@@ -181,7 +182,17 @@ def main() -> None:
                     help="no training: redo the settings and metrics of the saved model")
     ap.add_argument("--first-stage", type=int, default=0,
                     help="continue from this stage, starting from the saved model")
+    ap.add_argument("--base-channels", type=int, default=None,
+                    help="override the recipe's base width (experiments)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="experiments: write models to OUT/full and OUT/dev (twins) instead of "
+                         "the package and benchmarks/models")
     a = ap.parse_args()
+    if a.out is not None:
+        OUT.update(full=a.out / "full", dev=a.out / "dev")
+    for recipe in RECIPES.values():
+        if a.base_channels:
+            recipe["arch"]["base_channels"] = a.base_channels
     for name in RECIPES:
         if a.which in ("all", name.split("-")[0]):
             saved = str(OUT[a.data] / f"{name}.pt")
