@@ -90,3 +90,48 @@ def test_stacks_of_one_tile_slices_run_slices_side_by_side(tiny_net, monkeypatch
     gen.close()  # cancel: the rest of the stack is dropped, the pool stays usable
     np.testing.assert_allclose(predict(tiny_net, stack[:2], precision="fp32"),
                                serial.probabilities[:, :2], atol=1e-6)
+
+
+def _fresh_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    from napari_unet.model import UNet
+
+    return UNet(base_channels=4, depth=3, normalization={"mode": "none"}).eval()
+
+
+def test_a_prepared_model_is_never_converted_again(monkeypatch):
+    # converting a module swaps its parameters' storage and strides; a thread in a forward
+    # pass on the same model meanwhile read wrong weights (dask chunks, session 7)
+    net, img = _fresh_net(), np.random.default_rng(0).random((70, 90)).astype(np.float32)
+    first = predict(net, img, precision="fp32")
+    assert all(p.is_contiguous(memory_format=torch.channels_last)
+               for p in net.parameters() if p.dim() == 4)
+    calls = []
+    original = torch.nn.Module._apply
+    monkeypatch.setattr(torch.nn.Module, "_apply",
+                        lambda self, *a, **k: calls.append(self) or original(self, *a, **k))
+    again = predict(net, img, precision="fp32")
+    assert calls == []
+    np.testing.assert_array_equal(again, first)
+    net.train()  # a model put back into training mode is prepared again
+    predict(net, img, precision="fp32")
+    assert calls and not net.training
+
+
+def test_threads_sharing_a_fresh_model_get_the_serial_result():
+    img = np.random.default_rng(1).random((2, 100, 120)).astype(np.float32)
+    ref = predict(_fresh_net(), img, precision="fp32")
+    for _ in range(3):
+        net, start, out = _fresh_net(), threading.Barrier(4), {}
+
+        def job(k: int, net=net, start=start, out=out) -> None:
+            start.wait()
+            out[k] = predict(net, img, precision="fp32")
+
+        threads = [threading.Thread(target=job, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k in range(4):
+            np.testing.assert_allclose(out[k], ref, atol=1e-5)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import torch
+from torch import nn
+
+_PREPARE_LOCK = threading.Lock()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -141,3 +145,38 @@ def empty_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps":
         torch.mps.empty_cache()
+
+
+def _on(t: torch.Tensor, device: torch.device) -> bool:
+    return t.device.type == device.type and device.index in (None, t.device.index)
+
+
+def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """Put ``model`` on ``device``, in eval mode and channels_last, once; return it.
+
+    The conversion happens in place, under a lock, and only when something is left to do,
+    so a model already prepared is never touched again. Converting a module swaps the
+    storage and strides of its parameters (``param.data = ...``), and a thread running a
+    forward pass on it at that moment can read new strides over old storage: dask's
+    threads predicting chunks with one shared model gave wrong probabilities that way.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The caller's model; modified in place.
+    device : torch.device
+        Target device.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``model`` itself.
+    """
+    with _PREPARE_LOCK:
+        tensors = [*model.parameters(), *model.buffers()]
+        ready = not model.training and all(
+            _on(t, device) and (t.dim() != 4 or t.is_contiguous(memory_format=torch.channels_last))
+            for t in tensors)
+        if not ready:
+            model.to(device).eval().to(memory_format=torch.channels_last)
+    return model

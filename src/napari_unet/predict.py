@@ -199,7 +199,7 @@ def _inference_model(model: UNet, device: torch.device, dtype: torch.dtype | Non
 
     GPUs use autocast instead; the caller's model is never converted to another dtype.
     """
-    model = model.to(device).eval().to(memory_format=torch.channels_last)
+    model = devices.prepare_for_inference(model, device)
     if device.type == "cpu" and dtype is not None:
         model = copy.deepcopy(model).to(dtype)
     return model
