@@ -190,8 +190,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.out is not None:
         OUT.update(full=a.out / "full", dev=a.out / "dev")
-    for recipe in RECIPES.values():
-        if a.base_channels:
+    if a.base_channels:
+        for recipe in RECIPES.values():
             recipe["arch"]["base_channels"] = a.base_channels
     for name in RECIPES:
         if a.which in ("all", name.split("-")[0]):

@@ -5,10 +5,20 @@ import torch
 from napari_unet.model import UNet
 
 
-@pytest.fixture
-def tiny_net() -> UNet:
+def _make_tiny_net() -> UNet:
     torch.manual_seed(0)
     return UNet(base_channels=4, depth=3, normalization={"mode": "none"}).eval()
+
+
+@pytest.fixture
+def tiny_net() -> UNet:
+    return _make_tiny_net()
+
+
+@pytest.fixture
+def make_tiny_net():
+    """A factory of identical fresh tiny networks (for tests that need several)."""
+    return _make_tiny_net
 
 
 @pytest.fixture

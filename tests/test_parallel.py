@@ -92,17 +92,10 @@ def test_stacks_of_one_tile_slices_run_slices_side_by_side(tiny_net, monkeypatch
                                serial.probabilities[:, :2], atol=1e-6)
 
 
-def _fresh_net() -> torch.nn.Module:
-    torch.manual_seed(0)
-    from napari_unet.model import UNet
-
-    return UNet(base_channels=4, depth=3, normalization={"mode": "none"}).eval()
-
-
-def test_a_prepared_model_is_never_converted_again(monkeypatch):
+def test_a_prepared_model_is_never_converted_again(make_tiny_net, monkeypatch):
     # converting a module swaps its parameters' storage and strides; a thread in a forward
     # pass on the same model meanwhile read wrong weights (dask chunks, session 7)
-    net, img = _fresh_net(), np.random.default_rng(0).random((70, 90)).astype(np.float32)
+    net, img = make_tiny_net(), np.random.default_rng(0).random((70, 90)).astype(np.float32)
     first = predict(net, img, precision="fp32")
     assert all(p.is_contiguous(memory_format=torch.channels_last)
                for p in net.parameters() if p.dim() == 4)
@@ -118,11 +111,11 @@ def test_a_prepared_model_is_never_converted_again(monkeypatch):
     assert calls and not net.training
 
 
-def test_threads_sharing_a_fresh_model_get_the_serial_result():
+def test_threads_sharing_a_fresh_model_get_the_serial_result(make_tiny_net):
     img = np.random.default_rng(1).random((2, 100, 120)).astype(np.float32)
-    ref = predict(_fresh_net(), img, precision="fp32")
+    ref = predict(make_tiny_net(), img, precision="fp32")
     for _ in range(3):
-        net, start, out = _fresh_net(), threading.Barrier(4), {}
+        net, start, out = make_tiny_net(), threading.Barrier(4), {}
 
         def job(k: int, net=net, start=start, out=out) -> None:
             start.wait()
