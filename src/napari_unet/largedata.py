@@ -45,7 +45,10 @@ def global_normalization(model: UNet, image: Any) -> UNet:
         lo, hi = ((np.percentile(sub, norm.low), np.percentile(sub, norm.high))
                   if norm.mode == "percentile" else (sub.min(), sub.max()))
         scale = float(hi - lo) if hi - lo > 1e-6 else 1.0
-        fixed.config.normalization = {"mode": "fixed", "offset": float(lo), "scale": scale}
+        # an inverted normalisation, 1 - (x - lo) / s, is (x - hi') / -s with hi' = lo + s
+        fixed.config.normalization = (
+            {"mode": "fixed", "offset": float(lo) + scale, "scale": -scale} if norm.invert
+            else {"mode": "fixed", "offset": float(lo), "scale": scale})
     return fixed
 
 

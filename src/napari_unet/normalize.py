@@ -21,6 +21,11 @@ class Normalization:
         Percentiles for ``"percentile"``.
     offset, scale : float
         Constants for ``"fixed"``.
+    invert : bool
+        Map the result ``x`` to ``1 - x`` (``-x`` for ``"fixed"`` and ``"none"``): the
+        polarity of the images is flipped, e.g. dark nuclei on a bright background for a
+        network trained on bright nuclei. Set by a fine-tuning round when the corrections
+        say so (:mod:`napari_unet.loop`).
     """
 
     mode: str = "percentile"
@@ -28,6 +33,7 @@ class Normalization:
     high: float = 99.8
     offset: float = 0.0
     scale: float = 1.0
+    invert: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> Normalization:
@@ -49,7 +55,11 @@ class Normalization:
         numpy.ndarray
             float32 array of the same shape.
         """
-        x = np.asarray(image, dtype=np.float32)
+        out = self._normalise(np.asarray(image, dtype=np.float32), channel_axis)
+        return (np.float32(0.0 if self.mode in ("fixed", "none") else 1.0) - out) \
+            if self.invert else out
+
+    def _normalise(self, x: np.ndarray, channel_axis: int | None) -> np.ndarray:
         if self.mode == "none":
             return x.copy()
         if self.mode == "fixed":

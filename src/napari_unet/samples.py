@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,11 +67,14 @@ def target_expansion(model: UNet, config: TrainConfig) -> int:
 def prepare_samples(
     model: UNet, images: Any, labels: Any, config: TrainConfig,
     slices: Sequence[int] | None = None, channel_axis: int | None = None,
+    exclude: Mapping[int, tuple[slice, slice]] | None = None,
 ) -> tuple[list[_Sample], list[int]]:
     """Validate inputs and build normalised, padded training samples of the annotated slices.
 
     ``images`` and ``labels`` are one array each, or two equally long lists of arrays
     (images of different sizes); ``slices`` then index the concatenated slices.
+    ``exclude`` maps a slice index to a ``(rows, cols)`` box of it whose pixels get weight
+    0: held back from training, e.g. for a round's self-check (:mod:`napari_unet.loop`).
 
     Raises
     ------
@@ -114,6 +117,9 @@ def prepare_samples(
         target, weight = training_targets(lab, w0=config.w0, sigma=config.sigma,
                                           class_balance=config.class_balance,
                                           ignore_label=config.ignore_label, expand_labels=expand)
+        if exclude and i in exclude:
+            weight = np.array(weight, np.float32)
+            weight[exclude[i]] = 0
         n_fg += int(((target == 1) & (weight > 0)).sum())
         n_bg += int(((target == 0) & (weight > 0)).sum())
         samples.append(_Sample(

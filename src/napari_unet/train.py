@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,7 +46,12 @@ class TrainConfig:
     lr : float
         Learning rate.
     optimizer : str
-        ``"sgd"`` (momentum 0.99, the paper) or ``"adam"``.
+        ``"adamw"`` (the default), ``"adam"`` or ``"sgd"`` (momentum 0.99, the paper). SGD
+        with momentum 0.99 averages a step's gradient over ~100 steps: at the paper's rates
+        the first steps of a short fine-tuning kick a trained network far from its optimum
+        (``docs/models.md``, "Why rounds made models worse").
+    weight_decay : float
+        Decoupled weight decay of AdamW.
     momentum : float
         SGD momentum.
     batch_size : int
@@ -74,8 +79,9 @@ class TrainConfig:
     checkpoint_every : int
         Steps between checkpoints.
     schedule : str
-        Learning-rate schedule: ``"cosine"`` (decay to 1% over ``steps``, so a short run
-        with momentum 0.99 ends settled) or ``"constant"``.
+        Learning-rate schedule: ``"cosine"`` (decay to 1% over ``steps``) or ``"constant"``.
+    warmup : float
+        Fraction of ``steps`` over which the rate rises linearly from 0 (both schedules).
     expand_labels : int or None
         Grow the instances by up to this many pixels into the background before making
         the targets (:func:`napari_unet.weights.training_targets`): for cells that tile
@@ -90,7 +96,8 @@ class TrainConfig:
 
     steps: int = 100
     lr: float = 1e-3
-    optimizer: str = "sgd"
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
     momentum: float = 0.99
     batch_size: int = 1
     tile: int = 256
@@ -106,6 +113,7 @@ class TrainConfig:
     checkpoint_path: str | None = None
     checkpoint_every: int = 100
     schedule: str = "cosine"
+    warmup: float = 0.1
     expand_labels: int | None = None
     anchor_weight: float = 1.0
 
@@ -134,12 +142,15 @@ class TrainEvent:
 
 
 def make_optimizer(model: UNet, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper) or Adam."""
+    """AdamW, Adam or SGD with momentum (the paper)."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr)
-    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {config.optimizer!r}")
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', got {config.optimizer!r}")
 
 
 def weighted_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -165,6 +176,7 @@ def fine_tune(
     resume: str | None = None,
     validate: Callable[[UNet], float] | None = None,
     anchors: Sequence[Any] | None = None,
+    exclude: Mapping[int, tuple[slice, slice]] | None = None,
 ) -> Generator[TrainEvent, None, UNet]:
     """Train ``model`` in place on the annotated slices, yielding one event per step.
 
@@ -191,6 +203,8 @@ def fine_tune(
         Unannotated 2D slices of the same data: each step also keeps the model's output on
         a crop of one of them close to what the model predicted there before this
         fine-tuning (``config.anchor_weight``, :mod:`napari_unet.anchor`).
+    exclude : mapping, optional
+        Slice index -> ``(rows, cols)`` box held back from training (weight 0).
 
     Yields
     ------
@@ -203,7 +217,7 @@ def fine_tune(
         The trained model (the same object), with ``model.record`` updated.
     """
     cfg = config or TrainConfig()
-    samples, zs = prepare_samples(model, images, labels, cfg, slices, channel_axis)
+    samples, zs = prepare_samples(model, images, labels, cfg, slices, channel_axis, exclude)
     dev = devices.resolve_device(cfg.device)
     anchored = prepare_anchors(model, anchors, channel_axis, dev) \
         if anchors is not None and len(anchors) and cfg.anchor_weight > 0 else None
@@ -266,11 +280,14 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, start: int) -> Any:
     if cfg.schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {cfg.schedule!r}")
 
+    warm = max(1.0, cfg.warmup * cfg.steps)
+
     def factor(i: int) -> float:
+        ramp = min(1.0, (i + start + 1) / warm)
         if cfg.schedule == "constant":
-            return 1.0
+            return float(ramp)
         t = min(1.0, (i + start) / max(1, cfg.steps))
-        return float(0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t)))  # plain float: checkpoints
+        return float(ramp * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t))))  # plain float
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
