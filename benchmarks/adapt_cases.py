@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.measure import label as cc_label
 from skimage.transform import rescale
 
 import datasets

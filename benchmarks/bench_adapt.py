@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 import adapt_cases
+import numpy as np
 from bench_quality import TWINS, ForestPeer, otsu_watershed
+
 from napari_unet.io import load_model
 from napari_unet.loop import RoundConfig, finetune_round
 from napari_unet.metrics import adapted_rand, evaluate_em, match_f1

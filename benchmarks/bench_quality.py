@@ -3,8 +3,9 @@
 Per round: predict the next unseen image (nuclei) or slice (EM) with the current model,
 count the correction effort (objects to add, delete or change: unmatched truth plus
 unmatched predictions at IoU >= 0.5) and differing pixels, "correct" it by taking the
-ground truth, fine-tune on all corrected images so far with the default settings (100
-steps; a round is stopped early if it exceeds --budget, 300 s, of wall time), and score
+ground truth, run one default round on all corrected images so far
+(:func:`napari_unet.loop.finetune_round`; the loop keeps the new version only when its
+self-check beats the parent, as the dock does), and score
 the held-apart test split (benchmarks/datasets.py). Peers run
 in the same process on the same images: a random forest on multiscale features (the
 ilastik/APOC/convpaint approach) trained on the same corrected images, and Otsu.
@@ -23,7 +24,6 @@ the components of the interior probability, the definition of ../shared/data/REA
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 
@@ -35,31 +35,27 @@ from skimage.measure import label as cc_label
 from skimage.segmentation import watershed
 
 import datasets
-from napari_unet.calibrate import recalibrate, uncorrected_slices
 from napari_unet.io import load_model
+from napari_unet.loop import RoundConfig, finetune_round, pick_slices
 from napari_unet.metrics import evaluate_em, match_f1
 from napari_unet.normalize import Normalization
 from napari_unet.postprocess import labels_from_probabilities, postprocess_settings
 from napari_unet.predict import predict
-from napari_unet.train import TrainConfig, fine_tune
 
 # dev twins of the shipped models: same recipe, trained without the test splits
 TWINS = Path(__file__).resolve().parent / "models"
 
 
-def fine_tune_budget(model, images, labels, budget_s: float, cfg: TrainConfig,
-                     anchors=None) -> tuple[int, float]:
-    """Fine-tune with the default settings (100 steps), stopped early (cancel = stop
-    iterating) if the round exceeds ``budget_s`` of wall time; returns (steps, seconds)."""
-    steps, ev = 0, None
-    gen = fine_tune(model, images, labels, cfg, anchors=anchors)
-    for ev in gen:
-        steps = ev.step
-        if ev.elapsed >= budget_s:
-            break
-    gen.close()
-    model.eval()
-    return steps, (ev.elapsed if ev is not None else 0.0)
+def one_round(model, images, labels, anchors):
+    """One default round (the dock's and the CLI's); returns what the loop keeps and the
+    round's report: the new version when its self-check beat the parent, else the parent."""
+    gen = finetune_round(model, images, labels, RoundConfig(), anchors=anchors)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            res = stop.value
+            return (res.model if res.accepted else model), res.report
 
 
 def seg_nuclei(model, image: np.ndarray) -> np.ndarray:
@@ -120,7 +116,7 @@ def otsu_watershed(image: np.ndarray) -> np.ndarray:
 
 
 # --- the two experiments -------------------------------------------------------------------
-def nuclei_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
+def nuclei_rounds(rounds: int) -> dict:
     model = load_model(TWINS / "nuclei-fluorescence.pt")
     all_img, all_lab = datasets.nuclei(datasets.NUCLEI_TEST)
     zero_shot_all = f1_mean(all_lab, [seg_nuclei(model, im) for im in all_img])
@@ -133,8 +129,7 @@ def nuclei_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
     rng = np.random.default_rng(0)
     forest = ForestPeer()
     print(f"loop: corrects fluo_520x696 {datasets.NUCLEI_ROUNDS['fluo_520x696']}, scores "
-          f"{datasets.NUCLEI_LOOP_TEST['fluo_520x696']}; fine-tune {cfg.steps} steps/round, "
-          f"at most {budget:.0f} s")
+          f"{datasets.NUCLEI_LOOP_TEST['fluo_520x696']}; one default round each")
     print(f"Otsu+CC F1 {f1_mean(test_lab, [otsu_cc(i) for i in test_img]):.3f}   "
           f"Otsu+watershed F1 {f1_mean(test_lab, [otsu_watershed(i) for i in test_img]):.3f}")
     print("round  effort(next img)  px_diff  test_effort/img  unet_F1  forest_F1  steps")
@@ -147,7 +142,7 @@ def nuclei_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
         if forest.clf is not None:
             forest_f1 = f1_mean(test_lab, [cc_label(forest.prob(i) > 0.5, connectivity=1)
                                            for i in test_img])
-        nxt_eff, nxt_px, steps = (float("nan"), float("nan"), 0)
+        nxt_eff, nxt_px = float("nan"), float("nan")
         if r < rounds:
             nxt_eff, nxt_px = effort(pool_lab[r], seg_nuclei(model, pool_img[r]))
             done_img.append(pool_img[r])
@@ -158,22 +153,21 @@ def nuclei_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
         if r < rounds:
             # as the Fine-tune dock does for a stack of the user's images (the pool, then the
             # test images): 3 uncorrected ones (images only) anchor the fine-tuning
-            free = uncorrected_slices(np.stack(pool_img + test_img), range(len(done_img)))
-            steps, secs = fine_tune_budget(model, done_img, done_lab, budget, cfg, anchors=free)
-            print(f"       (fine-tuned {steps} steps in {secs:.0f} s on {len(done_img)} corrected "
-                  "images)")
+            stack = pool_img + test_img
+            free = [stack[z] for z in pick_slices(len(stack), range(len(done_img)))]
+            model, rep = one_round(model, done_img, done_lab, free)
+            print(f"       ({rep.steps} steps in {rep.seconds:.0f} s on {len(done_img)} corrected "
+                  f"images; self-check {rep.summary()})")
     return out
 
 
-def em_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
+def em_rounds(rounds: int) -> dict:
     model = load_model(TWINS / "em-membranes.pt")
-    starter = load_model(TWINS / "em-membranes.pt")
     test_img, test_lab = datasets.em(datasets.EM_TEST)
     pool_img, pool_lab = datasets.em(datasets.EM_ROUNDS)
     rng = np.random.default_rng(0)
     forest = ForestPeer()
-    print(f"\nEM  test: slices {list(datasets.EM_TEST)}; fine-tune {cfg.steps} steps/round, "
-          f"at most {budget:.0f} s")
+    print(f"\nEM  test: slices {list(datasets.EM_TEST)}; one default round each")
     print("unet_labels: the labels a user gets (the model's stored post-processing, seeds grown\n"
           "into cells); *_comp: the 4-connected components of the interior probability at the\n"
           "best threshold 0.1-0.9, as ../shared/data/README.md and the ISBI challenge score;\n"
@@ -204,27 +198,21 @@ def em_rounds(rounds: int, budget: float, cfg: TrainConfig) -> dict:
             # the user's stack is slices 10-19 (the pool, then the test slices); as in the
             # Fine-tune dock, 3 uncorrected ones (images only) anchor the fine-tuning and
             # then recalibrate the seed threshold against the starter's seeds
-            free = uncorrected_slices(np.concatenate([pool_img, test_img]), range(len(done_img)))
-            steps, secs = fine_tune_budget(model, done_img, done_lab, budget, cfg, anchors=free)
-            cal = recalibrate(model, starter, free, device="cpu", precision="fp32")
-            print(f"       (fine-tuned {steps} steps in {secs:.0f} s on {len(done_img)} corrected "
-                  "slices; seed "
-                  f"threshold {cal.get('previous_threshold')} -> {cal.get('threshold')})")
+            stack = np.concatenate([pool_img, test_img])
+            free = [stack[z] for z in pick_slices(len(stack), range(len(done_img)))]
+            model, rep = one_round(model, list(done_img), list(done_lab), free)
+            print(f"       ({rep.steps} steps in {rep.seconds:.0f} s on {len(done_img)} corrected "
+                  f"slices; self-check {rep.summary()})")
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--budget", type=float, default=300.0,
-                    help="wall seconds per round at most (the default 100 steps take 35-60 s on "
-                         "2 idle cores; a cap in steps keeps the figures independent of the "
-                         "machine's load)")
     a = ap.parse_args()
-    cfg = TrainConfig(device="cpu")  # the defaults a user gets
     t0 = time.time()
-    nuc = nuclei_rounds(a.rounds, a.budget, copy.deepcopy(cfg))
-    em = em_rounds(a.rounds, a.budget, copy.deepcopy(cfg))
+    nuc = nuclei_rounds(a.rounds)
+    em = em_rounds(a.rounds)
     drop = 1 - nuc[a.rounds]["effort"] / max(nuc[0]["effort"], 1e-9)
     print(f"\nwall {time.time() - t0:.0f}s")
     print(f"RESULT nuclei_f1_r0={nuc[0]['f1']:.3f} nuclei_f1_r3={nuc[min(3, a.rounds)]['f1']:.3f} "

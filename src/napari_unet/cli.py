@@ -58,6 +58,12 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
     model = load_model(a.model)
     image = read_array(a.input)
+    channel_axis = a.channel_axis
+    if not is_large(image):
+        from .inputs import to_model_channels
+
+        image, channel_axis = to_model_channels(image, model.in_channels, channel_axis,
+                                                _parse_channel(a.channel))
     pp = postprocess_settings(model)
     pp.update({k: v for k, v in (("threshold", a.threshold), ("watershed", a.watershed),
                                  ("min_size", a.min_size), ("fill", a.fill),
@@ -75,7 +81,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         print(f"wrote {a.output} (foreground mask, streamed chunk by chunk)")
         return 0
     res = _drive(predict_iter(model, image, slices=_slices(a.slices), device=a.device,
-                              tile=a.tile, tta=a.tta, channel_axis=a.channel_axis,
+                              tile=a.tile, tta=a.tta, channel_axis=channel_axis,
                               precision=a.precision), "predict")
     labels = labels_from_probabilities(res.probabilities, **pp)
     dtype = np.uint16 if labels.max() < 2**16 else np.uint32
@@ -103,10 +109,44 @@ def _cmd_weights(a: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_channel(text: str) -> str | int:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _run_round(gen: Generator, steps_hint: int | None) -> Any:
+    """Drive :func:`napari_unet.loop.finetune_round`: stage lines and a step bar."""
+    from tqdm import tqdm
+
+    from .train import TrainEvent
+
+    bar = None
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(ev, TrainEvent):
+                if bar is None:
+                    bar = tqdm(total=ev.steps, desc="train", unit="step", file=sys.stderr)
+                bar.set_postfix(loss=f"{ev.loss:.4f}")
+                bar.update(ev.step - bar.n)
+            else:
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                print(ev, file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
+    from .inputs import to_model_channels
     from .io import load_checkpoint, load_model, save_model
+    from .loop import RoundConfig, finetune_round, pick_slices
     from .model import UNet
-    from .train import DEFAULT_ARCHITECTURE, TrainConfig, annotated_slices, fine_tune
+    from .train import DEFAULT_ARCHITECTURE
 
     images, labels = read_array(a.images), read_array(a.labels)
     if a.model:
@@ -114,32 +154,46 @@ def _cmd_train(a: argparse.Namespace) -> int:
     elif a.resume:
         model = load_checkpoint(a.resume)["model"]  # same architecture as the checkpoint
     else:
-        model = UNet(**DEFAULT_ARCHITECTURE)
-    cfg = TrainConfig(steps=a.steps, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
-                      device=a.device,
-                      seed=a.seed, tile=a.tile, checkpoint_path=a.checkpoint,
-                      ignore_label=a.ignore_label, expand_labels=a.expand_labels,
-                      anchor_weight=a.anchor_weight)
-    if a.no_augment:
-        cfg.augment.enabled = False
-    free = None
-    if a.model and np.ndim(images) == 3 and np.ndim(labels) == 3:
-        # as in the Fine-tune dock: three uncorrected slices anchor the fine-tuning, then
-        # filling models get their seed threshold recalibrated on them
-        from .calibrate import recalibrate, uncorrected_slices
+        import torch
 
-        done = _slices(a.slices) or annotated_slices(labels, a.ignore_label)
-        free = uncorrected_slices(images, done)
-    model = _drive(fine_tune(model, images, labels, cfg, slices=_slices(a.slices),
-                             resume=a.resume, anchors=free), "train", total=a.steps, loss=True)
-    model.record["name"] = Path(a.output).stem
-    if free:
-        cal = recalibrate(model.eval(), load_model(a.model), free, device=a.device)
-        if cal:
-            print(f"seed threshold {cal['previous_threshold']} -> {cal['threshold']} "
-                  f"(recalibrated on {len(free)} uncorrected slices)")
-    save_model(model, a.output)
-    print(f"wrote {a.output} (final loss {model.record.get('final_loss', float('nan')):.4f})")
+        torch.manual_seed(a.seed)
+        model = UNet(**DEFAULT_ARCHITECTURE)
+        model.record["name"] = "new network"
+    images, axis = to_model_channels(images, model.in_channels, a.channel_axis,
+                                     _parse_channel(a.channel))
+    cfg = RoundConfig(polarity=a.polarity if a.model else "keep",
+                      start="scratch" if a.from_scratch else "parent",
+                      holdout=a.holdout)
+    t = cfg.train
+    t.steps, t.device, t.seed, t.checkpoint_path = a.steps or 0, a.device, a.seed, a.checkpoint
+    t.ignore_label, t.expand_labels, t.anchor_weight = (a.ignore_label, a.expand_labels,
+                                                        a.anchor_weight)
+    for key in ("lr", "optimizer", "schedule", "tile"):
+        if getattr(a, key) is not None:
+            setattr(t, key, getattr(a, key))
+    if a.no_augment:
+        t.augment.enabled = False
+    chosen = _slices(a.slices)
+    anchors = None
+    if a.model and axis is None and np.ndim(images) == 3 and np.ndim(labels) == 3:
+        # as in the Fine-tune dock: three uncorrected slices anchor the fine-tuning
+        from .train import annotated_slices
+
+        done = chosen or annotated_slices(labels, a.ignore_label)
+        anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], done)]
+    result = _run_round(finetune_round(model, images, labels, cfg, slices=chosen,
+                                       channel_axis=axis, anchors=anchors,
+                                       name=Path(a.output).stem), a.steps)
+    rep = result.report
+    print(f"self-check {rep.summary()}")
+    print(f"loss {rep.loss_first:.4f} -> {rep.loss_last:.4f} over {rep.steps} steps "
+          f"({rep.seconds:.0f} s)")
+    save_model(result.model, a.output)
+    if not result.accepted and a.model:
+        print(f"WARNING: the new model is not better than {a.model} on your corrections; "
+              f"{a.output} was written, but keep using {a.model} unless you check it "
+              "yourself", file=sys.stderr)
+    print(f"wrote {a.output}")
     return 0
 
 
@@ -197,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fill", action=argparse.BooleanOptionalAction, default=None,
                    help="grow objects over all background, a partition as for EM cells "
                         "(default: the model's setting)")
-    s.add_argument("--channel-axis", type=int, default=None)
+    s.add_argument("--channel-axis", type=int, default=None,
+                   help="axis holding colour channels (RGB is found by itself)")
+    s.add_argument("--channel", default="auto",
+                   help="auto (gray for 1-channel models), gray, or a channel index")
     s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("weights", help="border weight map (Eq. 2) of a label image")
@@ -210,16 +267,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-class-balance", action="store_true")
     s.set_defaults(func=_cmd_weights)
 
-    s = sub.add_parser("train", help="train or fine-tune on annotated slices")
+    s = sub.add_parser("train", help="train or fine-tune on annotated slices (one round, "
+                       "checked against the starting model)")
     s.add_argument("--images", required=True)
     s.add_argument("--labels", required=True)
-    s.add_argument("--slices")
+    s.add_argument("--slices", help="the corrected slices, e.g. 0,3 (default: every slice "
+                   "holding labels)")
     s.add_argument("--model", help="start model (default: a new network)")
-    s.add_argument("--steps", type=int, default=100)
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    s.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
-    s.add_argument("--tile", type=int, default=256)
+    s.add_argument("--from-scratch", action="store_true",
+                   help="train a new network of the --model's shape instead of fine-tuning")
+    s.add_argument("--steps", type=int, default=None,
+                   help="optimiser steps (default: scaled to the corrected data)")
+    s.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-4)")
+    s.add_argument("--optimizer", default=None, choices=["adamw", "adam", "sgd"],
+                   help="default adamw")
+    s.add_argument("--schedule", default=None, choices=["cosine", "constant"])
+    s.add_argument("--tile", type=int, default=None, help="training crop in px (default 128)")
+    s.add_argument("--polarity", default="auto", choices=["auto", "keep", "invert"],
+                   help="auto: invert the input when the corrections show dark objects on a "
+                        "bright background to a model trained the other way round")
+    s.add_argument("--holdout", type=float, default=0.25,
+                   help="area fraction of each corrected slice held back for the self-check")
+    s.add_argument("--channel-axis", type=int, default=None,
+                   help="axis holding colour channels (RGB is found by itself)")
+    s.add_argument("--channel", default="auto",
+                   help="auto (gray for 1-channel models), gray, or a channel index")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--ignore-label", type=int, default=None)
@@ -252,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, MemoryError) as err:
-        print(f"napari-unet {args.command}: error: {err}", file=sys.stderr)
+        msg = str(err).replace("(channel_axis=...)", "(--channel-axis N)")
+        print(f"napari-unet {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -142,3 +142,53 @@ def as_image_view(image: Any, in_channels: int = 1, channel_axis: int | None = N
     n_slices = shape[z_axis] if z_axis is not None else 1
     return ImageView(image, z_axis, c_axis, z_axis is not None, n_slices,
                      (shape[yx_axes[0]], shape[yx_axes[1]]))
+
+
+#: Luminance weights (ITU-R BT.601) for RGB to gray.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def to_model_channels(image: Any, in_channels: int, channel_axis: int | None = None,
+                      channel: str | int = "auto") -> tuple[Any, int | None]:
+    """Reduce a colour image to the channels a model takes.
+
+    Parameters
+    ----------
+    image : array-like
+        The image; RGB(A) ``(..., Y, X, 3|4)`` is recognised without ``channel_axis``.
+    in_channels : int
+        Channels the model expects.
+    channel_axis : int, optional
+        The channel axis, if any.
+    channel : str or int
+        ``"auto"``: grayscale when the model takes 1 channel and the image has more,
+        else unchanged; ``"gray"``: luminance (RGB) or the mean of the channels; an int:
+        that channel only.
+
+    Returns
+    -------
+    tuple
+        The image to predict or train on, and its channel axis (None once reduced).
+    """
+    nd = len(np.shape(image))
+    if channel_axis is None and nd == 3 and np.shape(image)[-1] in (3, 4) \
+            and min(np.shape(image)[:2]) > 4 and in_channels in (1, np.shape(image)[-1]):
+        channel_axis = 2
+    if channel_axis is None:
+        return image, None
+    axis = channel_axis % nd
+    n = np.shape(image)[axis]
+    if channel == "auto":
+        if in_channels != 1 or n == 1:
+            return image, axis
+        channel = "gray"
+    arr = np.moveaxis(np.asarray(image), axis, -1)
+    if isinstance(channel, str):
+        if channel != "gray":
+            raise ValueError(f"channel must be 'auto', 'gray' or an index, got {channel!r}")
+        x = arr[..., :3].astype(np.float32)
+        gray = x @ _LUMA if x.shape[-1] == 3 else x.mean(axis=-1)
+        return gray, None
+    if not 0 <= int(channel) < n:
+        raise ValueError(f"channel {channel} is out of range for {n} channels")
+    return arr[..., int(channel)], None

@@ -1,5 +1,4 @@
-"""One round of the human-in-the-loop: the single implementation behind the dock, the CLI
-and the benchmarks.
+"""One round of the human-in-the-loop, the one implementation behind dock, CLI and benchmarks.
 
 ``result = yield from finetune_round(parent, images, labels, config)`` takes the slices the
 user corrected and
@@ -37,7 +36,7 @@ import numpy as np
 from . import __version__
 from .inputs import as_image_view
 from .model import UNet
-from .selfcheck import CheckResult, holdout_box, pixel_agreement, score_blocks, tune_postprocess
+from .selfcheck import CheckResult, holdout_box, pixel_agreement, score_blocks
 from .train import TrainConfig, annotated_slices, fine_tune
 
 
@@ -177,6 +176,14 @@ def corrected_pairs(images: Any, labels: Any, slices: Sequence[int] | None,
     if not zs:
         raise ValueError("no corrected slice: paint labels on at least one slice first")
     return [imgs[z] for z in zs], [labs[z] for z in zs], zs
+
+
+def pick_slices(n_slices: int, exclude: Sequence[int], count: int = 3) -> list[int]:
+    """Up to ``count`` evenly spaced slice indices outside ``exclude`` (anchor slices)."""
+    free = [z for z in range(n_slices) if z not in set(exclude)]
+    if len(free) <= count:
+        return free
+    return [free[int(round(i))] for i in np.linspace(0, len(free) - 1, count)]
 
 
 def _new_start(parent: UNet, cfg: RoundConfig) -> UNet:

@@ -1,5 +1,7 @@
-"""A round's self-check: held-back blocks of the corrected slices, post-processing tuned on
-them, and the parent-versus-new comparison (:mod:`napari_unet.loop`)."""
+"""A round's self-check: held-back blocks, post-processing tuned there, parent against new.
+
+Used by :mod:`napari_unet.loop`.
+"""
 
 from __future__ import annotations
 
@@ -128,10 +130,10 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     bxs = [boxes.get(i) for i in range(len(labels))]
     p_probs, n_probs = _predict_all(parent, images, device), _predict_all(new, images, device)
     if retune:
-        p_set, p_score = tune_postprocess(settings, p_probs, labels, bxs)
+        _, p_score = tune_postprocess(settings, p_probs, labels, bxs)
         n_set, n_score = tune_postprocess(settings, n_probs, labels, bxs)
     else:
-        p_set = n_set = settings
+        n_set = settings
         p_score = _block_score(settings, p_probs, labels, bxs)
         n_score = _block_score(settings, n_probs, labels, bxs)
     gain = (p_score - n_score) if fill else (n_score - p_score)

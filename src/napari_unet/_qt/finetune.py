@@ -65,9 +65,9 @@ class FineTuneWidget(SliceScanMixin, QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
-        from ..train import TrainConfig
+        from ..loop import RoundConfig
 
-        defaults = TrainConfig()
+        defaults = RoundConfig().train
         self.viewer = napari_viewer
         self.session = get_session()
         self.worker: Any = None
@@ -84,7 +84,9 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         self.correction = CorrectionPanel(napari_viewer, self.labels_combo.layer,
                                           self.image_combo.layer, self)
         self.steps_spin = QSpinBox(self)
-        self.steps_spin.setRange(1, 100000)
+        self.steps_spin.setRange(0, 100000)
+        self.steps_spin.setSpecialValueText("auto")
+        self.steps_spin.setToolTip("auto: scaled to the amount of corrected data")
         self.steps_spin.setValue(defaults.steps)
         self.lr_spin = QDoubleSpinBox(self)
         self.lr_spin.setDecimals(6)
@@ -107,6 +109,9 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         self.anchor_check.setToolTip("Stacks: keep the model's predictions on three uncorrected "
                                      "slices while it learns the corrections")
         self.anchor_check.setChecked(defaults.anchor_weight > 0)
+        self.scratch_check = QCheckBox("start from scratch", self)
+        self.scratch_check.setToolTip("Train a new network of the current model's shape: for "
+                                      "data far from every starter model")
         self.predict_after_check = QCheckBox("segment current slice afterwards", self)
         self.predict_after_check.setChecked(True)
         self.start_button = QPushButton("Start", self)
@@ -137,6 +142,7 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         aug_row.addWidget(self.preview_button)
         train_form.addRow(aug_row)
         train_form.addRow(self.anchor_check)
+        train_form.addRow(self.scratch_check)
         train_form.addRow(self.predict_after_check)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
@@ -210,16 +216,18 @@ class FineTuneWidget(SliceScanMixin, QWidget):
 
     # --- training ------------------------------------------------------------------
     def train_config(self) -> Any:
-        """Build the :class:`~napari_unet.train.TrainConfig` from the dock's settings."""
+        """Build the round's :class:`~napari_unet.loop.RoundConfig` from the dock's settings."""
         from ..augment import AugmentConfig
-        from ..train import TrainConfig
+        from ..loop import RoundConfig
 
-        return TrainConfig(
-            steps=self.steps_spin.value(), lr=self.lr_spin.value(), tile=self.tile_spin.value(),
-            augment=AugmentConfig(enabled=self.augment_check.isChecked()),
-            device=self.device_combo.currentText(),
-            anchor_weight=TrainConfig.anchor_weight if self.anchor_check.isChecked() else 0.0,
-        )
+        cfg = RoundConfig(start="scratch" if self.scratch_check.isChecked() else "parent")
+        t = cfg.train
+        t.steps = self.steps_spin.value()  # 0: scaled to the corrected data
+        t.lr, t.tile, t.device = self.lr_spin.value(), self.tile_spin.value(), \
+            self.device_combo.currentText()
+        t.augment = AugmentConfig(enabled=self.augment_check.isChecked())
+        t.anchor_weight = t.anchor_weight if self.anchor_check.isChecked() else 0.0
+        return cfg
 
     def start(self, *_: Any) -> Any:
         """Fine-tune the current model version on the ticked slices; returns the worker."""
@@ -239,7 +247,7 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         lab = labels_snapshot(labels.data, slices if stack else None)  # painting goes on
         axis = image_channel_axis(image)
         self.plot.clear()
-        self.progress.setMaximum(config.steps)
+        self.progress.setMaximum(max(1, config.train.steps))
         self.progress.setValue(0)
         self._set_running(True)
         self.status.setText(f"fine-tuning {version.name} on slices {slices}…")
@@ -248,8 +256,7 @@ class FineTuneWidget(SliceScanMixin, QWidget):
             self._on_trained(model, version.name, slices)
 
         self.worker = start_job(
-            lambda: finetune_iter(version, images, lab, config, slices if stack else None, axis,
-                                  self.session.root(version)),
+            lambda: finetune_iter(version, images, lab, config, slices if stack else None, axis),
             owner=self, viewer=self.viewer, on_yield=self._on_step, on_return=_done,
             on_finish=self._on_finished, what="Fine-tune",
         )
@@ -265,14 +272,20 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         self.status.setText(f"step {event.step}/{event.steps}: loss {event.loss:.4f} "
                             f"({event.elapsed:.1f} s)")
 
-    def _on_trained(self, model: Any, parent: str, slices: list[int]) -> None:
-        version = self.session.add_model(model, parent=parent)
+    def _on_trained(self, result: Any, parent: str, slices: list[int]) -> None:
+        """Add the new version; make it current only when its self-check beat the parent."""
+        version = self.session.add_model(result.model, parent=parent, select=result.accepted)
         self.plot.redraw()
-        cal = model.record.get("calibration") or {}
-        note = (f"; seed threshold {cal['previous_threshold']} -> {cal['threshold']}, recalibrated "
-                "on uncorrected slices" if cal else "")
-        self.status.setText(f"new version: {version.name} (from {parent}, slices {slices}){note}")
-        if self.predict_after_check.isChecked():
+        summary = result.report.summary()
+        if result.accepted:
+            self.status.setText(f"new version: {version.name} (from {parent}, slices {slices})"
+                                f"; {summary}")
+        else:
+            self.status.setText(f"{version.name} is NOT better than {parent} on your "
+                                f"corrections, so {parent} stays selected ({summary}). Choose "
+                                f"{version.name} in the list to use it anyway.")
+            show_info(f"Fine-tune: the new version is not better than {parent}; kept {parent}")
+        if self.predict_after_check.isChecked() and result.accepted:
             self.predict_current_slice()
 
     def stop(self, *_: Any) -> None:

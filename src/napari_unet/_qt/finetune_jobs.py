@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Generator, Sequence
 from typing import Any
 
@@ -44,37 +43,23 @@ def labels_snapshot(labels: Any, slices: Sequence[int] | None) -> np.ndarray:
 
 def finetune_iter(
     version: ModelVersion, images: Any, labels: np.ndarray, config: Any,
-    slices: Sequence[int] | None, channel_axis: int | None, root: ModelVersion | None = None,
+    slices: Sequence[int] | None, channel_axis: int | None,
 ) -> Generator[Any, None, Any]:
-    """Fine-tune a copy of ``version``'s model; yields ``TrainEvent`` and returns the copy.
+    """One round of the loop (:func:`napari_unet.loop.finetune_round`) from ``version``.
 
-    The version's own model is never modified, so cancelling (stopping the worker) leaves
-    it exactly as it was. For a single-channel stack, three uncorrected slices anchor the
-    fine-tuning (the model keeps its predictions there unless the corrections say
-    otherwise; :mod:`napari_unet.anchor`), and models whose labels fill the image then get
-    their seed threshold recalibrated on the same slices, against the seeds of ``root``
-    (the version the chain of fine-tunings started from, whose settings were tuned on
-    labelled data; default ``version``; see :mod:`napari_unet.calibrate`), yielding status
-    strings meanwhile. The result is in ``record["calibration"]``.
+    Yields its stage strings and ``TrainEvent`` steps and returns its ``RoundResult``. The
+    version's own model is never modified, so cancelling (stopping the worker) leaves it
+    exactly as it was. For a single-channel stack, three uncorrected slices anchor it.
     """
-    from ..calibrate import recalibrate_iter, uncorrected_slices
-    from ..train import fine_tune
+    from ..loop import finetune_round, pick_slices
 
     base = version.get_model()
-    model = copy.deepcopy(base)
-    model.record["name"] = version.name
-    model.record.pop("calibration", None)  # the parent's, if any
     stack = slices is not None and channel_axis is None and np.ndim(images) == 3
-    free = uncorrected_slices(images, slices) if stack else None
-    trained = yield from fine_tune(model, images, labels, config, slices=slices,
-                                   channel_axis=channel_axis, anchors=free)
-    if free:
-        trained.eval()
-        ref = base if root is None or root is version else root.get_model()
-        cal = yield from recalibrate_iter(trained, ref, free, device=config.device)
-        if cal:
-            trained.record["calibration"] = {k: cal[k] for k in ("threshold", "previous_threshold")}
-    return trained
+    anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], slices)] \
+        if stack else None
+    return (yield from finetune_round(base, images, labels, config, slices=slices,
+                                      channel_axis=channel_axis, anchors=anchors,
+                                      name=version.name))
 
 
 def preview_iter(
