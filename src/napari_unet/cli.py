@@ -17,6 +17,7 @@ import numpy as np
 
 from . import __version__
 from .files import read_array, write_array
+from .outputs import check_output, check_outputs
 
 
 def _drive(gen: Generator, desc: str, total: int | None = None, loss: bool = False) -> Any:
@@ -56,6 +57,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from .postprocess import labels_from_probabilities, postprocess_settings
     from .predict import predict_iter
 
+    check_outputs([a.output, a.probabilities], overwrite=a.overwrite,
+                  inputs=[a.input, a.model if Path(a.model).is_file() else None])
     model = load_model(a.model)
     image = read_array(a.input)
     channel_axis = a.channel_axis
@@ -77,7 +80,8 @@ def _cmd_predict(a: argparse.Namespace) -> int:
             raise ValueError(f"{', '.join(unsupported)} cannot be used with a larger-than-memory "
                              "(zarr) input, which is predicted chunk by chunk into a mask")
         predict_to_store(model, image, a.output, device=a.device, tile=a.tile, tta=a.tta,
-                         threshold=pp["threshold"], precision=a.precision)
+                         threshold=pp["threshold"], precision=a.precision,
+                         overwrite=a.overwrite)
         print(f"wrote {a.output} (foreground mask, streamed chunk by chunk)")
         return 0
     res = _drive(predict_iter(model, image, slices=_slices(a.slices), device=a.device,
@@ -85,9 +89,9 @@ def _cmd_predict(a: argparse.Namespace) -> int:
                               precision=a.precision), "predict")
     labels = labels_from_probabilities(res.probabilities, **pp)
     dtype = np.uint16 if labels.max() < 2**16 else np.uint32
-    write_array(a.output, labels.astype(dtype))
+    write_array(a.output, labels.astype(dtype), overwrite=a.overwrite)
     if a.probabilities:
-        write_array(a.probabilities, res.probabilities)
+        write_array(a.probabilities, res.probabilities, overwrite=a.overwrite)
     print(f"wrote {a.output} ({labels.max()} objects, device {res.device}, {res.precision})")
     return 0
 
@@ -95,16 +99,17 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 def _cmd_weights(a: argparse.Namespace) -> int:
     from .weights import border_distances, border_weight_map, separation_borders
 
+    check_outputs([a.output, a.d1, a.d2], inputs=[a.labels], overwrite=a.overwrite)
     labels = read_array(a.labels)
     w = border_weight_map(labels, w0=a.w0, sigma=a.sigma, class_balance=not a.no_class_balance)
-    write_array(a.output, w.astype(np.float32))
+    write_array(a.output, w.astype(np.float32), overwrite=a.overwrite)
     if a.d1 or a.d2:
         # distances to the separated objects: the ones the border term of w uses
         d1, d2 = border_distances(separation_borders(labels))
         if a.d1:
-            write_array(a.d1, d1)
+            write_array(a.d1, d1, overwrite=a.overwrite)
         if a.d2:
-            write_array(a.d2, d2)
+            write_array(a.d2, d2, overwrite=a.overwrite)
     print(f"wrote {a.output}: w in [{float(w.min()):.3g}, {float(w.max()):.3g}]")
     return 0
 
@@ -142,6 +147,7 @@ def _run_round(gen: Generator, steps_hint: int | None) -> Any:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    check_output(a.output, inputs=[a.images, a.labels, a.model, a.resume, a.checkpoint], overwrite=a.overwrite)  # noqa: E501
     from .inputs import to_model_channels
     from .io import load_checkpoint, load_model, save_model
     from .loop import RoundConfig, finetune_round, pick_slices
@@ -221,16 +227,28 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _output_flags(s: argparse.ArgumentParser, overwrite: bool = True) -> None:
+    """``--overwrite`` (commands that write) and ``--debug`` (every subcommand)."""
+    if overwrite:
+        s.add_argument("--overwrite", action="store_true",
+                       help="replace existing output files (refused by default)")
+    s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
     p = argparse.ArgumentParser(prog="napari-unet", description="U-Net segmentation: predict, "
                                 "border weights, fine-tuning, evaluation.")
     p.add_argument("--version", action="version", version=f"napari-unet {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show the full traceback of an error (also after the subcommand)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("predict", help="segment an image or stack (TIFF or zarr)")
     s.add_argument("input")
     s.add_argument("-o", "--output", required=True, help="labels file (.tif or .zarr)")
+    _output_flags(s)
     s.add_argument("--model", default="nuclei-fluorescence", help="built-in name or file")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--tile", type=int, default=None, help="input tile size in px")
@@ -260,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("weights", help="border weight map (Eq. 2) of a label image")
     s.add_argument("labels")
     s.add_argument("-o", "--output", required=True)
+    _output_flags(s)
     s.add_argument("--w0", type=float, default=10.0)
     s.add_argument("--sigma", type=float, default=5.0)
     s.add_argument("--d1")
@@ -305,15 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", help="save a resumable checkpoint here")
     s.add_argument("--resume", help="resume from this checkpoint")
     s.add_argument("-o", "--output", required=True)
+    _output_flags(s)
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("models", help="list the built-in models")
+    _output_flags(s, overwrite=False)
     s.set_defaults(func=_cmd_models)
 
     s = sub.add_parser("evaluate", help="score a prediction against ground truth (JSON)")
     s.add_argument("--truth", required=True)
     s.add_argument("--pred", required=True)
     s.add_argument("--kind", default="nuclei", choices=["nuclei", "em"])
+    _output_flags(s, overwrite=False)
     s.set_defaults(func=_cmd_evaluate)
     return p
 
@@ -323,10 +345,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, MemoryError) as err:
-        msg = str(err).replace("(channel_axis=...)", "(--channel-axis N)")
+    except Exception as err:
+        if args.debug:
+            raise
+        msg, rc = error_message(err)
+        msg = msg.replace("(channel_axis=...)", "(--channel-axis N)")
         print(f"napari-unet {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return rc
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"napari-unet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def error_message(err: Exception) -> tuple[str, int]:
+    """One line for an exception, and the exit status: 2 for expected failures, 1 for bugs.
+
+    Expected: bad values and files (``ValueError``, ``TypeError``, ``FileNotFoundError``,
+    ``FloatingPointError``), operating-system errors (a read-only or full disk: the
+    message names the file) and running out of memory (also torch's allocation
+    failures). Anything else is reported as an internal error; ``--debug`` shows its
+    traceback.
+    """
+    text = _first_line(err)
+    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and (
+            "out of memory" in text.lower() or "can't allocate memory" in text.lower())):
+        return f"out of memory ({text}); try a smaller --tile", 2
+    if isinstance(err, (ValueError, TypeError, FileNotFoundError, FloatingPointError)):
+        return text, 2
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror or text}", 2
+    return (f"internal error {type(err).__name__}: {text} (rerun with --debug for the "
+            "traceback, and please report it)"), 1
 
 
 if __name__ == "__main__":

@@ -3,22 +3,29 @@
 A model file is a plain dict saved with :func:`torch.save` and read back with
 ``torch.load(weights_only=True)``, so a hostile file cannot execute code. It holds the
 weights, the architecture config (with normalisation and class names) and a training
-record. Saving is atomic: a temporary file in the same folder, then :func:`os.replace`.
+record. Saving is atomic: a temporary file in the same folder, then :func:`os.replace`
+(see :mod:`napari_unet.outputs`). Loading first checks the file without reading its
+tensors (:mod:`napari_unet._modelscan`): the config must be within
+:data:`napari_unet.model.LIMITS`, and the declared tensor data no larger than such a
+network needs; then keys and shapes must match the config. Every failure is one line
+naming the file.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
+import pickle
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import __version__
-from .model import UNet, UNetConfig
+from . import __version__, _modelscan
+from .model import UNet, UNetConfig, parameter_count
+from .outputs import atomic_output, check_output
 
 FORMAT = "napari-unet/model-v1"
 CHECKPOINT_FORMAT = "napari-unet/checkpoint-v1"
@@ -26,18 +33,12 @@ CHECKPOINT_FORMAT = "napari-unet/checkpoint-v1"
 
 def _atomic_save(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    check_output(path, overwrite=True, probe=False)  # no directories, devices or FIFOs
+    with atomic_output(path, directory=False) as tmp:
+        with open(tmp, "xb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -64,14 +65,55 @@ def model_to_dict(model: UNet, *, half: bool = False) -> dict[str, Any]:
             "record": record}
 
 
+def _expected_shapes(config: UNetConfig) -> dict[str, tuple[int, ...]]:
+    """Shapes of a network's state dict, from a copy built on the meta device (no memory)."""
+    with torch.device("meta"):
+        net = UNet(config)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def _check_state(state: Any, config: UNetConfig) -> None:
+    if not isinstance(state, dict):
+        raise ValueError(f"state_dict must be a dict, got {type(state).__name__}")
+    expected = _expected_shapes(config)
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected), key=str)
+    if missing or extra:
+        parts = ([f"missing {len(missing)} weights (e.g. {missing[0]})"] if missing else []) + (
+            [f"{len(extra)} unexpected (e.g. {extra[0]!s})"] if extra else [])
+        raise ValueError(f"weights do not match the config: {'; '.join(parts)}")
+    for k, shape in expected.items():
+        v = state[k]
+        if not isinstance(v, torch.Tensor):
+            raise ValueError(f"weight {k} is a {type(v).__name__}, not a tensor")
+        if tuple(v.shape) != shape:
+            raise ValueError(f"weight {k} has shape {tuple(v.shape)}, the config needs {shape}")
+        if not (v.is_floating_point() and torch.isfinite(v).all()):
+            raise ValueError(f"weight {k} is not finite floating point")
+
+
 def model_from_dict(d: dict[str, Any]) -> UNet:
-    """Rebuild a model from :func:`model_to_dict` output."""
+    """Rebuild a model from :func:`model_to_dict` output.
+
+    Raises
+    ------
+    ValueError
+        With one line saying what is wrong: not a dict, wrong format, a config out of
+        bounds, missing or unexpected weights, wrong shapes, a record that is not a dict.
+    """
+    if not isinstance(d, dict):
+        raise ValueError(f"a model is a dict, got {type(d).__name__}")
     if d.get("format") != FORMAT:
         raise ValueError(f"not a napari-unet model (format {d.get('format')!r})")
-    model = UNet(UNetConfig.from_dict(d["config"]))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in d["state_dict"].items()}
-    model.load_state_dict(state)
-    model.record = dict(d.get("record", {}))
+    config = UNetConfig.from_dict(d.get("config"))
+    state = d.get("state_dict")
+    _check_state(state, config)
+    record = d.get("record", {})
+    if not isinstance(record, dict):
+        raise ValueError(f"record must be a dict, got {type(record).__name__}")
+    model = UNet(config)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.record = dict(record)
     return model
 
 
@@ -95,14 +137,37 @@ def save_model(model: UNet, path: str | os.PathLike, *, half: bool = False) -> P
     return _atomic_save(model_to_dict(model, half=half), path)
 
 
+def _prescan(p: Path) -> None:
+    """Refuse a file whose config is out of bounds or whose tensors exceed what it implies."""
+    obj, declared, records = _modelscan.scan(p)
+    inner = obj.get("model") if obj.get("format") == CHECKPOINT_FORMAT else obj
+    if not isinstance(inner, dict):
+        raise ValueError(f"a model is a dict, got {type(inner).__name__}")
+    config = UNetConfig.from_dict(inner.get("config"))
+    n = parameter_count(config.in_channels, config.n_classes, config.depth, config.base_channels)
+    _modelscan.check_sizes(declared, records, n)
+
+
 def _read(path: str | os.PathLike, map_location: str | torch.device) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"model file not found: {p}")
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read {p} as a napari-unet file: {err}") from err
+        _prescan(p)
+        d = torch.load(p, map_location=map_location, weights_only=True)
+    except (ValueError, TypeError, RuntimeError, EOFError, OSError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as err:
+        raise ValueError(f"cannot read {p} as a napari-unet file: {_line(err)}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"cannot read {p} as a napari-unet file: it holds a "
+                         f"{type(d).__name__}, not a dict")
+    return d
+
+
+def _line(err: BaseException) -> str:
+    """The first line of an exception's message (torch's can run over many)."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 def builtin_dir() -> Path:
@@ -132,9 +197,10 @@ def load_model(name_or_path: str | os.PathLike, map_location: str | torch.device
     """Load a built-in model by name or a model file (safe: ``weights_only=True``)."""
     path = resolve_model_path(name_or_path)
     d = _read(path, map_location)
-    if d.get("format") == CHECKPOINT_FORMAT:
-        d = d["model"]
-    model = model_from_dict(d)
+    try:
+        model = model_from_dict(d["model"] if d.get("format") == CHECKPOINT_FORMAT else d)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     model.record.setdefault("source", str(path))
     return model
 
@@ -154,4 +220,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     d = _read(path, map_location)
     if d.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a napari-unet checkpoint")
-    return {**d, "model": model_from_dict(d["model"])}
+    try:
+        return {**d, "model": model_from_dict(d.get("model"))}
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None

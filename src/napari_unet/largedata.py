@@ -22,6 +22,7 @@ import numpy as np
 
 from .model import UNet
 from .normalize import Normalization
+from .outputs import atomic_output, check_output, fsync_file, is_zarr_path
 
 #: Arrays with more elements than this go through the lazy dask path in the CLI.
 LARGE_ELEMENTS = 2**28
@@ -127,21 +128,25 @@ def predict_dask(
 def predict_to_store(
     model: UNet, image: Any, output: str | os.PathLike, *, device: str = "auto",
     tile: int | None = None, tta: bool | None = None, threshold: float | None = None,
-    chunks: int | None = None, precision: str = "auto",
+    chunks: int | None = None, precision: str = "auto", overwrite: bool = True,
 ) -> Path:
     """Predict a large array chunk by chunk straight into zarr or a tiled TIFF.
 
     The output holds the float32 foreground probability, or a uint8 mask (0/1) when
-    ``threshold`` is given. At most one row of chunks is in memory at a time.
+    ``threshold`` is given. At most one row of chunks is in memory at a time. The result
+    streams into a temporary sibling that replaces ``output`` only when complete, so an
+    interrupted run keeps the previous output; an output that is the input's own zarr
+    store (or lies inside it) is refused, as is an existing one unless ``overwrite``.
     """
+    check_output(output, inputs=[_store_path(image)], overwrite=overwrite)
     result = predict_dask(model, image, chunks=chunks, device=device, tile=tile, tta=tta,
                           precision=precision)
     if threshold is not None:
         result = (result > threshold).astype(np.uint8)
-    out = Path(output)
-    if str(out).rstrip("/").endswith(".zarr"):
-        result.to_zarr(str(out), overwrite=True)
-        return out
+    if is_zarr_path(output):
+        with atomic_output(output) as tmp:
+            result.to_zarr(str(tmp), overwrite=True)
+        return Path(output)
     import tifffile
 
     tile_edge = 256
@@ -162,6 +167,18 @@ def predict_to_store(
                         t = band[:, x0 : x0 + tile_edge]
                         yield np.pad(t, ((0, tile_edge - t.shape[0]), (0, tile_edge - t.shape[1])))
 
-    tifffile.imwrite(out, tiles(), shape=result.shape, dtype=result.dtype,
-                     tile=(tile_edge, tile_edge), compression="zlib")
-    return out
+    with atomic_output(output) as tmp:
+        tifffile.imwrite(tmp, tiles(), shape=result.shape, dtype=result.dtype,
+                         tile=(tile_edge, tile_edge), compression="zlib")
+        fsync_file(tmp)
+    return Path(output)
+
+
+def _store_path(image: Any) -> str | None:
+    """The folder of a zarr array's local store, if ``image`` is one (else None)."""
+    store = getattr(image, "store", None)
+    root = getattr(store, "root", None) or getattr(store, "path", None)
+    if root is None:
+        return None
+    sub = getattr(image, "path", "") or ""
+    return str(Path(str(root)) / sub) if sub else str(root)

@@ -11,6 +11,7 @@ own configuration: see :meth:`UNet.output_size`, :meth:`UNet.valid_input_size` a
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,6 +20,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from .normalize import Normalization
+
+#: Accepted range of each integer field of :class:`UNetConfig` (inclusive).
+LIMITS = {"in_channels": (1, 64), "n_classes": (1, 256), "depth": (1, 8),
+          "base_channels": (1, 512)}
+#: Largest network accepted (parameters; 1 GiB of float32 weights).
+MAX_PARAMETERS = 2**28
+
+
+def parameter_count(in_channels: int, n_classes: int, depth: int, base_channels: int) -> int:
+    """Number of weights and biases of a :class:`UNet`, computed without building it."""
+    def conv(c_in: int, c_out: int, k: int) -> int:
+        return c_in * c_out * k * k + c_out
+
+    def double(c_in: int, c_out: int) -> int:
+        return conv(c_in, c_out, 3) + conv(c_out, c_out, 3)
+
+    w = [base_channels * 2**i for i in range(depth)]
+    n = double(in_channels, w[0]) + conv(w[0], n_classes, 1)
+    for i in range(depth - 1):
+        n += double(w[i], w[i + 1]) + conv(w[i + 1], w[i], 2) + double(2 * w[i], w[i])
+    return n
 
 
 @dataclass
@@ -57,10 +79,26 @@ class UNetConfig:
     def __post_init__(self) -> None:
         if self.padding not in ("valid", "same"):
             raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
-        if self.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
-        if self.in_channels < 1 or self.n_classes < 1 or self.base_channels < 1:
-            raise ValueError("in_channels, n_classes and base_channels must be positive")
+        for name, (lo, hi) in LIMITS.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+            if not lo <= v <= hi:
+                raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
+            setattr(self, name, int(v))
+        n = parameter_count(self.in_channels, self.n_classes, self.depth, self.base_channels)
+        if n > MAX_PARAMETERS:
+            raise ValueError(f"network too large: {n:,} parameters (depth {self.depth}, "
+                             f"base_channels {self.base_channels}; at most {MAX_PARAMETERS:,})")
+        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real)
+                or not 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.normalization, dict):
+            raise ValueError(f"normalization must be a dict, got {type(self.normalization).__name__}")
+        if not isinstance(self.class_names, (list, tuple)) or not all(
+                isinstance(c, str) for c in self.class_names):
+            raise ValueError("class_names must be a list of strings")
+        self.class_names = list(self.class_names)
         if not self.class_names:
             names = ["background", "foreground"] if self.n_classes == 2 else []
             self.class_names = names or [f"class_{i}" for i in range(self.n_classes)]
@@ -73,7 +111,15 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
-        """Build a configuration from :meth:`to_dict` output, ignoring unknown keys."""
+        """Build a configuration from :meth:`to_dict` output, ignoring unknown keys.
+
+        Raises
+        ------
+        ValueError
+            If ``d`` is not a dict or a field is out of bounds (see :data:`LIMITS`).
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"a model config must be a dict, got {type(d).__name__}")
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
