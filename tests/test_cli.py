@@ -90,22 +90,44 @@ def test_errors_are_clear_and_nonzero(tmp_path, capsys, tiny_net):
     assert "no model file or built-in model" in capsys.readouterr().err
 
 
-def test_train_recalibrates_filling_models_on_uncorrected_slices(tmp_path, blobs, tiny_net, capsys):
-    from napari_unet.calibrate import THRESHOLDS
-
+def test_train_runs_one_checked_round_and_describes_the_new_model(tmp_path, blobs, tiny_net,
+                                                                 capsys):
     img, lab = blobs
     tifffile.imwrite(tmp_path / "img.tif", np.stack([img, img, img]))
     tifffile.imwrite(tmp_path / "lab.tif", np.stack([lab, np.zeros_like(lab), np.zeros_like(lab)]))
-    tiny_net.record["postprocess"] = {"threshold": 0.3, "fill": True}
+    tiny_net.record.update({"name": "start", "description": "the starter's text",
+                            "metrics": {"dev_twin_test_f1": 0.9}})
     start = save_model(tiny_net, tmp_path / "start.pt")
     assert main(["train", "--images", str(tmp_path / "img.tif"), "--labels",
+                 str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "2", "--tile", "32",
+                 "--device", "cpu", "-o", str(tmp_path / "m.pt")]) == 0
+    out = capsys.readouterr()
+    assert "self-check on held-back parts of your corrections: F1" in out.out
+    rec = load_model(tmp_path / "m.pt").record
+    assert rec["parent"] == "start" and rec["description"].startswith("Fine-tuned from start")
+    assert "dev_twin_test_f1" not in rec["metrics"] and rec["self_check"]["steps"] == 2
+    if not rec["self_check"]["accepted"]:
+        assert "WARNING: the new model is not better" in out.err
+
+
+def test_colour_images_work_end_to_end_in_the_cli(tmp_path, blobs, tiny_net, capsys):
+    img, lab = blobs
+    rgb = np.stack([img, img // 2, np.zeros_like(img)], axis=-1)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb)
+    tifffile.imwrite(tmp_path / "lab.tif", lab)
+    start = save_model(tiny_net, tmp_path / "start.pt")
+    assert main(["train", "--images", str(tmp_path / "rgb.tif"), "--labels",
                  str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "1", "--tile", "32",
                  "--device", "cpu", "-o", str(tmp_path / "m.pt")]) == 0
-    assert "recalibrated on 2 uncorrected slices" in capsys.readouterr().out
-    assert load_model(tmp_path / "m.pt").record["anchor_slices"] == 2  # and anchored it
-    assert main(["train", "--images", str(tmp_path / "img.tif"), "--labels",
-                 str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "1", "--tile", "32",
-                 "--device", "cpu", "--anchor-weight", "0", "-o", str(tmp_path / "m0.pt")]) == 0
-    assert load_model(tmp_path / "m0.pt").record["anchor_slices"] == 0
-    pp = load_model(tmp_path / "m.pt").record["postprocess"]
-    assert pp["fill"] is True and pp["threshold"] in THRESHOLDS
+    assert main(["predict", str(tmp_path / "rgb.tif"), "-o", str(tmp_path / "p.tif"),
+                 "--model", str(tmp_path / "m.pt")]) == 0
+    assert tifffile.imread(tmp_path / "p.tif").shape == (96, 96)
+    chw = np.moveaxis(rgb, -1, 0)
+    tifffile.imwrite(tmp_path / "chw.tif", chw)
+    assert main(["predict", str(tmp_path / "chw.tif"), "-o", str(tmp_path / "p0.tif"),
+                 "--model", str(tmp_path / "m.pt"), "--channel-axis", "0", "--channel", "0"]) == 0
+    assert tifffile.imread(tmp_path / "p0.tif").shape == (96, 96)
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "chw.tif"), "-o", str(tmp_path / "p9.tif"),
+                 "--model", str(tmp_path / "m.pt"), "--channel-axis", "0", "--channel", "9"]) == 2
+    assert "channel 9 is out of range" in capsys.readouterr().err

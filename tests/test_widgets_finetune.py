@@ -43,7 +43,22 @@ def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_session):
+def _accept(monkeypatch, better: bool):
+    """Make the round's self-check say ``better`` (the tiny random model's is a coin toss)."""
+    from napari_unet import loop, selfcheck
+
+    real = selfcheck.score_blocks
+
+    def fixed(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.better = better
+        return res
+
+    monkeypatch.setattr(loop, "score_blocks", fixed)
+
+
+def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_session,
+                                                monkeypatch):
     viewer = make_napari_viewer()
     widget = _finetune_dock(viewer)
     assert widget.slice_list.rows() == [0, 1, 2, 3]  # auto-detected annotated slices
@@ -54,6 +69,7 @@ def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_
     before = _state(tiny_session.get("tiny").get_model())
     n_versions = len(tiny_session.versions())
 
+    _accept(monkeypatch, True)
     worker = widget.start()
     with qtbot.waitSignals([worker.returned, worker.finished], timeout=TIMEOUT):
         pass
@@ -64,11 +80,13 @@ def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_
     model = new.get_model()
     assert model.record["annotated_slices"] == [0, 2]
     assert model.record["steps"] == 2
-    assert model.record["anchor_slices"] == 2  # the uncorrected slices 1 and 3 anchored it
-    assert widget.train_config().anchor_weight == 1.0
+    assert model.record["parent"] == "tiny" and "self_check" in model.record
+    assert "on held-back parts of your corrections" in widget.status.text()
+    assert widget.train_config().train.anchor_weight == 1.0
     widget.anchor_check.setChecked(False)
-    assert widget.train_config().anchor_weight == 0.0
-    assert "calibration" not in model.record  # the tiny model's labels do not fill the image
+    assert widget.train_config().train.anchor_weight == 0.0
+    widget.scratch_check.setChecked(True)
+    assert widget.train_config().start == "scratch"
     assert widget.plot.steps == [1, 2]
     assert widget.progress.value() == 2
     for k, v in _state(tiny_session.get("tiny").get_model()).items():
@@ -84,30 +102,21 @@ def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_
     assert seg.model_combo.currentText() == "tiny"
 
 
-def test_filling_models_are_recalibrated_on_uncorrected_slices(make_napari_viewer, qtbot,
-                                                               tiny_session):
-    from napari_unet.calibrate import THRESHOLDS
-    from napari_unet.model import UNet
-
-    em_like = UNet(base_channels=4, depth=3)
-    em_like.record["postprocess"] = {"threshold": 0.3, "fill": True, "min_size": 5}
-    tiny_session.add_model(em_like, kind="new", name="em-like")
+def test_a_version_that_is_not_better_is_added_but_not_made_current(make_napari_viewer, qtbot,
+                                                                    tiny_session, monkeypatch):
     viewer = make_napari_viewer()
     widget = _finetune_dock(viewer)
     _mark(viewer, widget, [0, 2])
+    _accept(monkeypatch, False)
+    n_versions = len(tiny_session.versions())
     worker = widget.start()
     with qtbot.waitSignals([worker.returned, worker.finished], timeout=TIMEOUT):
         pass
-    model = tiny_session.current.get_model()
-    cal = model.record["calibration"]
-    assert cal["previous_threshold"] == 0.3 and cal["threshold"] in THRESHOLDS
-    assert model.record["postprocess"]["threshold"] == cal["threshold"]
-    assert model.record["postprocess"]["fill"] is True
-    assert "recalibrated" in widget.status.text()
-    assert tiny_session.get("em-like").get_model().record["postprocess"]["threshold"] == 0.3
-    assert tiny_session.root(tiny_session.current).name == "em-like"  # the next reference
-    assert tiny_session.root(tiny_session.get("tiny")).name == "tiny"
-
+    assert len(tiny_session.versions()) == n_versions + 1
+    assert tiny_session.current.name == "tiny"  # the parent stays selected
+    assert "is NOT better than tiny" in widget.status.text()
+    rejected = tiny_session.versions()[-1]
+    assert rejected.parent == "tiny" and not rejected.get_model().record["self_check"]["accepted"]
 
 def test_cancel_keeps_previous_model_selected_and_intact(make_napari_viewer, qtbot,
                                                          tiny_session):

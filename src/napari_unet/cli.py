@@ -189,7 +189,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], done)]
     result = _run_round(finetune_round(model, images, labels, cfg, slices=chosen,
                                        channel_axis=axis, anchors=anchors,
-                                       name=Path(a.output).stem), a.steps)
+                                       name=Path(a.output).stem, resume=a.resume), a.steps)
     rep = result.report
     print(f"self-check {rep.summary()}")
     print(f"loss {rep.loss_first:.4f} -> {rep.loss_last:.4f} over {rep.steps} steps "

@@ -209,6 +209,7 @@ def finetune_round(
     parent: UNet, images: Any, labels: Any, config: RoundConfig | None = None, *,
     slices: Sequence[int] | None = None, channel_axis: int | None = None,
     anchors: Sequence[np.ndarray] | None = None, name: str | None = None,
+    resume: str | None = None,
 ) -> Generator[Any, None, RoundResult]:
     """Fine-tune a copy of ``parent`` on the corrected slices, check it, and report.
 
@@ -229,6 +230,8 @@ def finetune_round(
         as ``channel_axis``; plain ``(Y, X)`` otherwise).
     name : str, optional
         The new version's name (``record["name"]``).
+    resume : str, optional
+        A training checkpoint to continue from (:func:`napari_unet.train.fine_tune`).
 
     Yields
     ------
@@ -264,7 +267,7 @@ def finetune_round(
         train_cfg.anchor_weight = 0.0
     losses: list[float] = []
     yield f"training {train_cfg.steps} steps"
-    gen = fine_tune(model, imgs, labs, train_cfg, channel_axis=0, exclude=boxes,
+    gen = fine_tune(model, imgs, labs, train_cfg, channel_axis=0, exclude=boxes, resume=resume,
                     anchors=[a if a.ndim == 3 else a[None] for a in anchors]
                     if use_anchors else None)
     for ev in gen:
@@ -300,6 +303,7 @@ def _describe(model: UNet, parent: UNet, report: RoundReport, zs: list[int],
                    if k in ("data_shapes", "steps", "final_loss", "train_config", "date",
                             "package_version", "anchor_slices", "expand_labels")},
         "name": name or f"{parent_name}-ft",
+        "annotated_slices": list(zs),
         "parent": parent_name,
         "description": (f"Fine-tuned from {parent_name} on {report.n_slices} corrected "
                         f"slice(s) {zs}" + (" (a new network, started from scratch)"
