@@ -1,11 +1,15 @@
-"""Training speed and a short learning curve on ISBI 2012.
+"""A default round on the shipped sample data: wall time, loss, effect, FLOP rate.
 
-Trains from scratch on slices 0-1 and measures the adapted Rand error on slices 10-19 as
-training goes on: ``rand_err`` for the 4-connected components of the interior at the best
-threshold (the definition of ../shared/data/README.md), ``rand_err_fill`` for the cells
-grown from them (``fill``). Also reports steps/s and the fraction of each step spent in the
-data pipeline (crop + augmentation + border weights). Last line:
-``RESULT steps_per_s=... pipeline_frac=... rand_err=... rand_err_fill=...``
+As in the GUI: the sample stack (4 x 256^2 fluorescence nuclei) is segmented by the shipped
+nuclei starter, slice 0 is replaced by its ground truth (the user's correction), and one
+default round (:func:`napari_unet.loop.finetune_round`, anchored on slices 1-3 as the dock
+does) runs on it. Reported: the round's wall time (median of ``--repeats`` rounds), the
+loss of the first and last 10 % of steps, the correction effort (objects to add, delete or
+change) on slices 1-3 before and after, the self-check, and the training FLOP rate (one
+step's forward and backward FLOPs, counted by torch, times steps per second) against this
+machine's fp32 matmul rate measured in the same run. Last line:
+``RESULT round_s=... steps=... loss_drop=... effort_before=... effort_after=...
+flop_rate_gflops=... matmul_gflops=... flop_frac=...``
 """
 
 from __future__ import annotations
@@ -13,68 +17,96 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-import datasets
-from napari_unet import train as train_mod
-from napari_unet.metrics import evaluate_em
-from napari_unet.model import UNet
+from napari_unet._sample_data import load_nuclei
+from napari_unet.io import load_model
+from napari_unet.loop import RoundConfig, finetune_round
+from napari_unet.metrics import match_f1
+from napari_unet.postprocess import labels_from_probabilities, postprocess_settings
 from napari_unet.predict import predict
-from napari_unet.train import TrainConfig, fine_tune
+from napari_unet.train import TrainEvent, weighted_loss
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 7) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / float(np.median(times)) / 1e9
+
+
+def step_flops(model, cfg: RoundConfig) -> float:
+    t = cfg.train
+    n = model.valid_input_size(t.tile + 2 * model.halo)
+    x = torch.randn(t.batch_size, model.in_channels, n, n)
+    m = model.train()
+    with FlopCounterMode(display=False) as counter:
+        out = m(x)
+        tgt = torch.zeros(out.shape[0], *out.shape[2:], dtype=torch.long)
+        weighted_loss(out, tgt, torch.ones(tgt.shape)).backward()
+    m.zero_grad(set_to_none=True)
+    m.eval()
+    return float(counter.get_total_flops())
+
+
+def effort(model, images, labels) -> int:
+    pp = postprocess_settings(model)
+    return int(sum(match_f1(t, labels_from_probabilities(
+        predict(model, im, device="cpu", precision="fp32"), **pp))["effort"]
+        for im, t in zip(images, labels, strict=True)))
+
+
+def one_round(parent, images, labels):
+    lab = np.zeros_like(labels)
+    lab[0] = labels[0]
+    cfg = RoundConfig()
+    cfg.train.device = "cpu"
+    gen = finetune_round(parent, images, lab, cfg, slices=[0], anchors=list(images[1:]))
+    t_train, first = 0.0, None
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value, t_train
+        if isinstance(ev, TrainEvent):
+            first = ev.elapsed if first is None else first
+            t_train = ev.elapsed - first  # steps 2..n: the steady training rate
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--val-every", type=int, default=100)
-    ap.add_argument("--tile", type=int, default=192)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    train_img, train_lab = datasets.em(range(0, 2))
-    test_img, test_lab = datasets.em(range(10, 20))
-
-    pipeline = {"s": 0.0}
-    orig_crop, orig_prep = train_mod._augmented_crop, train_mod.prepare_samples
-
-    def timed(fn):
-        def wrapper(*args, **kw):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kw)
-            finally:
-                pipeline["s"] += time.perf_counter() - t0
-        return wrapper
-
-    train_mod._augmented_crop, train_mod.prepare_samples = timed(orig_crop), timed(orig_prep)
-
-    last: dict = {"val_s": 0.0}
-
-    def validate(model: UNet) -> float:
-        t_val = time.perf_counter()
-        prob = predict(model, test_img, device=a.device)[1]
-        last.update(evaluate_em(test_lab, prob))
-        last["val_s"] += time.perf_counter() - t_val
-        return last["adapted_rand_error"]
-
-    torch.manual_seed(0)
-    model = UNet(**train_mod.DEFAULT_ARCHITECTURE)
-    cfg = TrainConfig(steps=a.steps, optimizer="adam", lr=1e-3, tile=a.tile, device=a.device,
-                      val_every=a.val_every)
-    t0 = time.perf_counter()
-    rand = float("nan")
-    print("step  loss    rand_err(10-19)  rand_err_fill")
-    for ev in fine_tune(model, list(train_img), list(train_lab), cfg, validate=validate):
-        if ev.val_metric is not None:
-            rand = ev.val_metric
-            print(f"{ev.step:4d}  {ev.loss:.4f}  {rand:.4f}           "
-                  f"{last['adapted_rand_error_fill']:.4f}", flush=True)
-    total = time.perf_counter() - t0
-    train_time = total - last["val_s"]  # validation time is excluded from the training rate
-    train_mod._augmented_crop, train_mod.prepare_samples = orig_crop, orig_prep
-    print(f"train time {train_time:.1f}s for {a.steps} steps; pipeline {pipeline['s']:.1f}s")
-    print(f"RESULT steps_per_s={a.steps / train_time:.3f} "
-          f"pipeline_frac={pipeline['s'] / train_time:.3f} rand_err={rand:.4f} "
-          f"rand_err_fill={last['adapted_rand_error_fill']:.4f}")
+    images, labels = load_nuclei()
+    parent = load_model("nuclei-fluorescence")
+    before = effort(parent, images[1:], labels[1:])
+    walls, rates, mm = [], [], []
+    flops = step_flops(load_model("nuclei-fluorescence"), RoundConfig())
+    for _ in range(a.repeats):
+        mm.append(matmul_gflops())
+        res, t_train = one_round(parent, images, labels)
+        walls.append(res.report.seconds)
+        rates.append(flops * (res.report.steps - 1) / max(t_train, 1e-9) / 1e9)
+    rep = res.report
+    after = effort(res.model if res.accepted else parent, images[1:], labels[1:])
+    after_new = effort(res.model, images[1:], labels[1:])
+    drop = 1 - rep.loss_last / rep.loss_first
+    print(f"round wall {np.median(walls):.1f} s (runs: {', '.join(f'{w:.1f}' for w in walls)}); "
+          f"{rep.steps} steps; loss {rep.loss_first:.4f} -> {rep.loss_last:.4f} ({drop:.0%})")
+    print(f"self-check: {rep.summary()}")
+    print(f"effort on slices 1-3: {before} before, {after_new} after (trained version), "
+          f"{after} with what the loop keeps")
+    print(f"training {np.median(rates):.1f} GFLOP/s ({flops / 1e9:.2f} GFLOP a step) against "
+          f"fp32 matmul {np.median(mm):.1f} GFLOP/s")
+    print(f"RESULT round_s={np.median(walls):.1f} steps={rep.steps} loss_drop={drop:.2f} "
+          f"effort_before={before} effort_after={after} flop_rate_gflops={np.median(rates):.1f} "
+          f"matmul_gflops={np.median(mm):.1f} flop_frac={np.median(rates) / np.median(mm):.2f}")
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def test_the_polarity_check_inverts_for_dark_objects_on_bright(net):
 def test_a_copy_of_the_parent_is_not_better_than_the_parent(net):
     img, lab = _blobs(0)
     boxes = {0: holdout_box(lab.shape, 0, 0.25)}
-    check = score_blocks(net, net, [img[None].astype(np.float32)], [lab], boxes, "cpu")
+    _, check = _run(score_blocks(net, net, [img[None].astype(np.float32)], [lab], boxes, "cpu"))
     assert not check.better and check.parent_score == check.new_score
 
 
@@ -168,3 +168,19 @@ def test_anchors_are_used_only_where_the_parent_agrees_with_the_corrections(net,
     monkeypatch.setattr(loop, "pixel_agreement", lambda *a, **k: 0.95)
     _, res = _run(finetune_round(net, img, lab, _cfg(steps=2, polarity="keep"), anchors=free))
     assert res.report.anchored == 2 and res.model.record["anchor_slices"] == 2
+
+
+def test_a_round_yields_between_its_predictions_and_stops_when_closed(net):
+    from napari_unet.train import TrainEvent
+
+    img, lab = _blobs(0)
+    free = [_blobs(s)[0] for s in (3, 4)]
+    gen = finetune_round(net, img, lab, _cfg(steps=50, polarity="auto"), anchors=free)
+    before_training = []
+    for ev in gen:
+        if isinstance(ev, TrainEvent):
+            break
+        before_training.append(ev)
+    assert sum("predicting slice" in e for e in before_training) >= 2  # parent, polarity
+    gen.close()  # stopping the iteration cancels: nothing is returned, the parent is unchanged
+    assert net.record["name"] == "parent" and "self_check" not in net.record

@@ -50,7 +50,7 @@ def _accept(monkeypatch, better: bool):
     real = selfcheck.score_blocks
 
     def fixed(*args, **kwargs):
-        res = real(*args, **kwargs)
+        res = yield from real(*args, **kwargs)
         res.better = better
         return res
 

@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .anchor import Anchors, prepare_anchors
 from .inputs import as_image_view
 from .model import UNet
-from .selfcheck import CheckResult, holdout_box, pixel_agreement, score_blocks
+from .selfcheck import CheckResult, holdout_box, pixel_agreement, predict_slices, score_blocks
 from .train import TrainConfig, annotated_slices, fine_tune
 
 
@@ -251,11 +252,13 @@ def finetune_round(
     yield f"checking {parent.record.get('name', 'the model')} on {len(imgs)} corrected slice(s)"
     start = _new_start(parent, cfg)
     flip = cfg.polarity == "invert"
-    agree = pixel_agreement(start, imgs, labs, boxes, dev)
-    if cfg.polarity == "auto" and parent.in_channels == 1:
+    parent_probs = yield from predict_slices(parent, imgs, dev)
+    agree = pixel_agreement(parent, parent_probs, labs, boxes)
+    if cfg.polarity == "auto" and parent.in_channels == 1 and cfg.start == "parent":
         yield "checking the polarity (bright or dark objects)"
         flipped = _with_polarity(start, not start.config.normalization.get("invert", False))
-        agree_inv = pixel_agreement(flipped, imgs, labs, boxes, dev)
+        flipped_probs = yield from predict_slices(flipped, imgs, dev)
+        agree_inv = pixel_agreement(flipped, flipped_probs, labs, boxes)
         flip = agree_inv > agree + cfg.invert_margin
         agree = max(agree, agree_inv) if flip else agree
     model = _with_polarity(start, not start.config.normalization.get("invert", False)) \
@@ -267,15 +270,23 @@ def finetune_round(
         train_cfg.anchor_weight = 0.0
     losses: list[float] = []
     yield f"training {train_cfg.steps} steps"
+    prepared = None
+    if use_anchors and train_cfg.anchor_weight > 0:
+        prepared = Anchors([], [])
+        for i, a in enumerate(anchors, 1):  # one at a time: a round stops between them
+            yield f"anchoring on uncorrected slice {i}/{len(anchors)}"
+            one = prepare_anchors(model, [a if a.ndim == 3 else a[None]], 0, dev)
+            prepared.images += one.images
+            prepared.probs += one.probs
     gen = fine_tune(model, imgs, labs, train_cfg, channel_axis=0, exclude=boxes, resume=resume,
-                    anchors=[a if a.ndim == 3 else a[None] for a in anchors]
-                    if use_anchors else None)
+                    anchors=prepared)
     for ev in gen:
         losses.append(ev.loss)
         yield ev
     model.eval()  # fine_tune trained ``model`` in place
     yield "re-tuning the post-processing and comparing with the parent"
-    check: CheckResult = score_blocks(parent, model, imgs, labs, boxes, dev, cfg.retune)
+    check: CheckResult = yield from score_blocks(parent, model, imgs, labs, boxes, dev,
+                                                 cfg.retune, parent_probs)
     accepted = check.better
     n = max(1, len(losses) // 10)
     report = RoundReport(

@@ -5,7 +5,7 @@ Used by :mod:`napari_unet.loop`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +35,26 @@ def holdout_box(shape: tuple[int, ...], index: int, fraction: float) -> Box | No
     return slice(y0, y0 + by), slice(x0, x0 + bx)
 
 
-def _predict_all(model: Any, images: Sequence[np.ndarray], device: str) -> list[np.ndarray]:
-    from .predict import predict
+def predict_slices(model: Any, images: Sequence[np.ndarray], device: str,
+                   ) -> Generator[str, None, list[np.ndarray]]:
+    """Class probabilities of ``(C, Y, X)`` slices (one plain pass each, no TTA).
 
-    return [predict(model, img, channel_axis=0, tta=False, device=device) for img in images]
+    A generator: it yields after every batch of tiles, so that a round can be stopped
+    within a tile's time, and returns the probabilities.
+    """
+    from .predict import predict_iter
+
+    out = []
+    for i, img in enumerate(images, 1):
+        gen = predict_iter(model, img, channel_axis=0, tta=False, device=device)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                out.append(stop.value.probabilities)
+                break
+            yield f"predicting slice {i}/{len(images)}"
+    return out
 
 
 def _fg_truth(model: Any, lab: np.ndarray) -> np.ndarray:
@@ -60,11 +76,11 @@ def _balanced_accuracy(prob_fg: np.ndarray, truth: np.ndarray, mask: np.ndarray)
     return float(0.5 * (tpr + tnr))
 
 
-def pixel_agreement(model: Any, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                    boxes: Mapping[int, Box], device: str) -> float:
-    """Mean balanced pixel accuracy of ``model`` on the trained (not held-back) pixels."""
+def pixel_agreement(model: Any, probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                    boxes: Mapping[int, Box]) -> float:
+    """Mean balanced pixel accuracy of ``model``'s ``probs`` on the trained pixels."""
     scores = []
-    for i, (p, lab) in enumerate(zip(_predict_all(model, images, device), labels, strict=True)):
+    for i, (p, lab) in enumerate(zip(probs, labels, strict=True)):
         mask = np.ones(lab.shape, bool)
         if i in boxes:
             mask[boxes[i]] = False
@@ -86,11 +102,22 @@ def _block_score(settings: dict[str, Any], probs: Sequence[np.ndarray],
                  labels: Sequence[np.ndarray], boxes: Sequence[Box | None]) -> float:
     vals = []
     for p, lab, box in zip(probs, labels, boxes, strict=True):
-        seg = labels_from_probabilities(p, **settings)
-        b = box or (slice(None), slice(None))
-        vals.append(adapted_rand(lab[b], seg[b]) if settings["fill"]
-                    else match_f1(lab[b], seg[b])["f1"])
+        outer, inner = _with_margin(box, lab.shape)
+        seg = labels_from_probabilities(p[(slice(None), *outer)], **settings)[inner]
+        truth = lab[outer][inner]
+        vals.append(adapted_rand(truth, seg) if settings["fill"] else match_f1(truth, seg)["f1"])
     return float(np.mean(vals))
+
+
+def _with_margin(box: Box | None, shape: tuple[int, ...], margin: int = 48) -> tuple[Box, Box]:
+    """The box grown by ``margin`` (post-processing context) and the box inside that."""
+    if box is None:
+        return (slice(None), slice(None)), (slice(None), slice(None))
+    outer = tuple(slice(max(0, b.start - margin), min(n, b.stop + margin))
+                  for b, n in zip(box, shape[-2:], strict=True))
+    inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer,
+                                                                             strict=True))
+    return outer, inner
 
 
 def tune_postprocess(settings: dict[str, Any], probs: Sequence[np.ndarray],
@@ -117,18 +144,21 @@ class CheckResult:
 
 def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  labels: Sequence[np.ndarray], boxes: Mapping[int, Box], device: str,
-                 retune: bool = True) -> CheckResult:
+                 retune: bool = True, parent_probs: Sequence[np.ndarray] | None = None,
+                 ) -> Generator[str, None, CheckResult]:
     """Score both models on the held-back blocks (whole slices when none is held back).
 
     With ``retune`` each model's seed thresholds are tuned on the blocks first (the same
     candidates for both, so the comparison stays even); the new model keeps its tuned
     settings. The new model is ``better`` when its score beats the parent's, ties broken by
-    the pixel agreement.
+    the pixel agreement. ``parent_probs``: the parent's predictions, if already made.
     """
     settings = postprocess_settings(parent)
     fill = bool(settings["fill"])
     bxs = [boxes.get(i) for i in range(len(labels))]
-    p_probs, n_probs = _predict_all(parent, images, device), _predict_all(new, images, device)
+    p_probs = parent_probs if parent_probs is not None else \
+        (yield from predict_slices(parent, images, device))
+    n_probs = yield from predict_slices(new, images, device)
     if retune:
         _, p_score = tune_postprocess(settings, p_probs, labels, bxs)
         n_set, n_score = tune_postprocess(settings, n_probs, labels, bxs)

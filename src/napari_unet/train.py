@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, devices
-from .anchor import anchor_crop, anchor_loss, prepare_anchors
+from .anchor import Anchors, anchor_crop, anchor_loss, prepare_anchors
 from .augment import AugmentConfig, augment_sample
 from .io import load_checkpoint, save_checkpoint
 from .model import UNet, crop_to
@@ -199,8 +199,9 @@ def fine_tune(
         A checkpoint to continue from (model weights, optimiser state and step).
     validate : callable, optional
         ``validate(model) -> float``, called every ``config.val_every`` steps.
-    anchors : sequence of array-like, optional
-        Unannotated 2D slices of the same data: each step also keeps the model's output on
+    anchors : sequence of array-like or Anchors, optional
+        Unannotated 2D slices of the same data (or :class:`~napari_unet.anchor.Anchors`
+        already prepared from them): each step also keeps the model's output on
         a crop of one of them close to what the model predicted there before this
         fine-tuning (``config.anchor_weight``, :mod:`napari_unet.anchor`).
     exclude : mapping, optional
@@ -219,8 +220,11 @@ def fine_tune(
     cfg = config or TrainConfig()
     samples, zs = prepare_samples(model, images, labels, cfg, slices, channel_axis, exclude)
     dev = devices.resolve_device(cfg.device)
-    anchored = prepare_anchors(model, anchors, channel_axis, dev) \
-        if anchors is not None and len(anchors) and cfg.anchor_weight > 0 else None
+    if isinstance(anchors, Anchors):  # prepared by the caller (napari_unet.loop)
+        anchored = anchors if len(anchors.images) and cfg.anchor_weight > 0 else None
+    else:
+        anchored = prepare_anchors(model, anchors, channel_axis, dev) \
+            if anchors is not None and len(anchors) and cfg.anchor_weight > 0 else None
     model.record["anchor_slices"] = 0 if anchored is None else len(anchored.images)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
