@@ -314,3 +314,86 @@ def test_write_array_refuses_what_it_must_never_replace(ws):
     with pytest.raises(ValueError, match="device"):
         save_model(UNet(base_channels=2, depth=2), "/dev/null")
     assert _snapshot(ws) == before
+
+
+# --- clear errors instead of tracebacks ------------------------------------------------------
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch_size=-1), "batch_size must be a positive integer"),
+    (dict(batch_size=0), "batch_size must be a positive integer"),
+    (dict(tile=0), "tile must be a positive integer"),
+    (dict(tile=-5), "tile must be a positive integer"),
+    (dict(tile=True), "tile must be a positive integer"),
+    (dict(tile=64.5), "tile must be a positive integer"),
+    (dict(memory_budget=0), "memory_budget must be"),
+    (dict(slices=[0.7]), "slice indices must be integers"),
+])
+def test_predict_refuses_nonsense_sizes(tiny_net, kwargs, message):
+    from napari_unet.predict import predict
+
+    with pytest.raises(ValueError, match=message):
+        predict(tiny_net, np.zeros((2, 32, 32), np.float32), device="cpu", **kwargs)
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--tile", "0"), ("--tile", "-5"), ("--threshold", "nan"), ("--threshold", "inf"),
+    ("--threshold", "2"), ("--threshold", "-1"), ("--seed-threshold", "nan"),
+    ("--min-size", "-5"),
+])
+def test_predict_flags_out_of_range_are_usage_errors(ws, capsys, flag, value):
+    with pytest.raises(SystemExit) as info:
+        main(P + ["a.tif", "-o", "o.tif", flag, value])
+    assert info.value.code == 2 and flag in capsys.readouterr().err
+    assert not os.path.exists("o.tif")
+
+
+def test_cpu_allocation_failure_triggers_the_smaller_tile_retry(tiny_net, monkeypatch):
+    import napari_unet.predict as pr
+    from napari_unet.devices import is_oom
+
+    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: "
+                               "can't allocate memory: you tried to allocate 85899345920 bytes"))
+    assert is_oom(MemoryError()) and not is_oom(RuntimeError("shape mismatch"))
+    real, tiles = pr.predict_slice_iter, []
+
+    def flaky(model, image, *, tile=None, **kwargs):
+        tiles.append(tile)
+        if tile is None or tile > 100:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ...")
+        return (yield from real(model, image, tile=tile, **kwargs))
+
+    monkeypatch.setattr(pr, "predict_slice_iter", flaky)
+    p = pr.predict(tiny_net, np.zeros((400, 400), np.float32), device="cpu", tile=100000,
+                   precision="fp32")
+    assert p.shape == (2, 400, 400) and tiles[0] == 100000 and tiles[-1] <= 100
+
+
+@pytest.mark.parametrize("err, rc, text", [
+    (OSError(28, "No space left on device", "/full/o.tif"), 2,
+     "/full/o.tif: No space left on device"),
+    (PermissionError(30, "Read-only file system", "/ro/m.pt"), 2,
+     "/ro/m.pt: Read-only file system"),
+    (FloatingPointError("loss is nan at step 3"), 2, "loss is nan at step 3"),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: 9 GB\nmore"), 2, "out of memory"),
+    (MemoryError("too big"), 2, "out of memory"),
+    (ValueError("line one\nline two"), 2, "line one"),
+    (KeyError("oops"), 1, "internal error KeyError"),
+])
+def test_every_failure_is_one_line(err, rc, text):
+    from napari_unet.cli import error_message
+
+    msg, code = error_message(err)
+    assert code == rc and text in msg and "\n" not in msg
+
+
+def test_a_full_disk_is_one_line_and_debug_shows_the_traceback(ws, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "o.tif")
+
+    monkeypatch.setattr(tifffile, "imwrite", full)
+    assert main(P + ["a.tif", "-o", "o.tif"]) == 2
+    assert capsys.readouterr().err.strip().endswith("o.tif: No space left on device")
+    assert not [n for n in os.listdir(".") if n.startswith(".o.tif")]
+    with pytest.raises(OSError):
+        main(["--debug"] + P + ["a.tif", "-o", "o.tif"])
+    with pytest.raises(OSError):
+        main(P + ["a.tif", "-o", "o.tif", "--debug"])

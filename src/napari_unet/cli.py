@@ -227,6 +227,30 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """Type for argparse: an integer >= 1."""
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return v
+
+
+def _count(text: str) -> int:
+    """Type for argparse: an integer >= 0."""
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return v
+
+
+def _probability(text: str) -> float:
+    """Type for argparse: a number in [0, 1]."""
+    v = float(text)
+    if not 0.0 <= v <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text}")
+    return v
+
+
 def _output_flags(s: argparse.ArgumentParser, overwrite: bool = True) -> None:
     """``--overwrite`` (commands that write) and ``--debug`` (every subcommand)."""
     if overwrite:
@@ -251,19 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
     _output_flags(s)
     s.add_argument("--model", default="nuclei-fluorescence", help="built-in name or file")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    s.add_argument("--tile", type=int, default=None, help="input tile size in px")
+    s.add_argument("--tile", type=_positive_int, default=None,
+                   help="input tile size in px (rounded up to a size the network accepts)")
     s.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average the 8 flips/rotations (default: the model's recommendation)")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="auto: bf16 on GPUs and on CPUs with AMX units, else fp32")
     s.add_argument("--probabilities", help="also write per-class probabilities here")
     s.add_argument("--slices", help="only these slices of a stack, e.g. 3,4")
-    s.add_argument("--threshold", type=float, default=None,
+    s.add_argument("--threshold", type=_probability, default=None,
                    help="foreground threshold (default: the model's tuned value, else 0.5)")
     s.add_argument("--watershed", action=argparse.BooleanOptionalAction, default=None,
                    help="grow objects over predicted borders (default: the model's setting)")
-    s.add_argument("--min-size", type=int, default=None, help="drop smaller objects (px)")
-    s.add_argument("--seed-threshold", type=float, default=None,
+    s.add_argument("--min-size", type=_count, default=None, help="drop smaller objects (px)")
+    s.add_argument("--seed-threshold", type=_probability, default=None,
                    help="split objects holding several cores above this probability "
                         "(default: the model's setting)")
     s.add_argument("--fill", action=argparse.BooleanOptionalAction, default=None,

@@ -133,10 +133,12 @@ def autocast(
 
 
 def is_oom(err: BaseException) -> bool:
-    """Whether ``err`` is an accelerator out-of-memory error."""
-    if isinstance(err, torch.cuda.OutOfMemoryError):
+    """Whether ``err`` is an out-of-memory error: an accelerator's or the CPU allocator's."""
+    if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text
+                                              or "can't allocate memory" in text)
 
 
 def empty_cache(device: torch.device) -> None:

@@ -56,6 +56,9 @@ class ImageView:
         """Validate a list of slice indices (default: all)."""
         if slices is None:
             return list(range(self.n_slices))
+        bad_type = [z for z in slices if isinstance(z, bool) or not isinstance(z, (int, np.integer))]
+        if bad_type:
+            raise ValueError(f"slice indices must be integers, got {bad_type[0]!r}")
         zs = [int(z) for z in slices]
         if not zs:
             raise ValueError("no slices selected")

@@ -290,6 +290,9 @@ def predict_iter(
     PredictionResult
         Probabilities (and uncertainty) shaped like the input's spatial axes.
     """
+    _check_positive("tile", tile)
+    _check_positive("batch_size", batch_size)
+    _check_positive("memory_budget", memory_budget)
     view = as_image_view(image, model.in_channels, channel_axis)
     zs = view.check_slices(slices)
     tta = recommended_tta(model) if tta is None else bool(tta)
@@ -348,6 +351,14 @@ def predict_iter(
     if not view.is_stack:
         probs, unc = probs[:, 0], (unc[0] if unc is not None else None)
     return PredictionResult(probs, unc, zs, str(dev), devices.precision_name(dtype))
+
+
+def _check_positive(name: str, value: object) -> None:
+    """Refuse a size that is given but not a positive integer (None: the default)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _shrink(
