@@ -205,3 +205,16 @@ def test_sigkill_never_breaks_the_previous_output(tmp_path, tiny_net):
     proc = subprocess.run([sys.executable, str(tmp_path / "kill.py"), "4", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_model_that_cannot_be_saved_is_rescued(tmp_path, tiny_net, monkeypatch):
+    from napari_unet.io import save_model_or_rescue
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    out, warning = save_model_or_rescue(tiny_net, tmp_path / "ok.pt")
+    assert out == tmp_path / "ok.pt" and warning is None
+    out, warning = save_model_or_rescue(tiny_net, tmp_path / "file" / "m.pt")  # under a file
+    assert out.parent == tmp_path and out.name.startswith("m.rescued-")
+    assert str(out) in warning and "could not write" in warning
+    assert load_model(out).config == tiny_net.config

@@ -137,6 +137,47 @@ def save_model(model: UNet, path: str | os.PathLike, *, half: bool = False) -> P
     return _atomic_save(model_to_dict(model, half=half), path)
 
 
+def save_model_or_rescue(model: UNet, path: str | os.PathLike, *, half: bool = False,
+                         ) -> tuple[Path, str | None]:
+    """Save ``model`` to ``path``; if that fails, save it elsewhere rather than lose it.
+
+    For the end of a long training: when ``path`` cannot be written (a full or read-only
+    disk, a folder removed meanwhile), the model goes to ``NAME.rescued-PID.pt`` in the
+    current folder, then in the temporary folder.
+
+    Returns
+    -------
+    path : pathlib.Path
+        Where the model was written.
+    warning : str or None
+        None when ``path`` itself was written; else one line saying why not and where the
+        model is.
+
+    Raises
+    ------
+    OSError
+        When no location could be written; the message names them all.
+    """
+    import tempfile
+
+    path = Path(path)
+    try:
+        return save_model(model, path, half=half), None
+    except (OSError, ValueError) as err:
+        first = f"{err.strerror or err}" if isinstance(err, OSError) else str(err)
+    name = f"{path.stem}.rescued-{os.getpid()}.pt"
+    tried = [str(path)]
+    for folder in (Path.cwd(), Path(tempfile.gettempdir())):
+        target = folder / name
+        tried.append(str(target))
+        try:
+            save_model(model, target, half=half)
+        except (OSError, ValueError):
+            continue
+        return target, f"could not write {path} ({first}); the model was saved to {target}"
+    raise OSError(f"could not save the model anywhere (tried {', '.join(tried)}): {first}")
+
+
 def _prescan(p: Path) -> None:
     """Refuse a file whose config is out of bounds or whose tensors exceed what it implies."""
     obj, declared, records = _modelscan.scan(p)
