@@ -397,3 +397,26 @@ def test_a_full_disk_is_one_line_and_debug_shows_the_traceback(ws, capsys, monke
         main(["--debug"] + P + ["a.tif", "-o", "o.tif"])
     with pytest.raises(OSError):
         main(P + ["a.tif", "-o", "o.tif", "--debug"])
+
+
+@pytest.mark.parametrize("truth, pred, message", [
+    (np.zeros((0, 0), np.uint16), np.zeros((0, 0), np.uint16), "expected 2D"),
+    (np.zeros((8, 8), np.uint16), np.zeros((8, 8), np.uint16), "no objects"),
+    (-np.ones((8, 8), np.int32), np.ones((8, 8), np.int32), "negative"),
+    (np.ones((8, 8), np.uint16), np.full((8, 8), np.nan, np.float32), "NaN"),
+    (np.ones((8, 8), np.uint16), np.ones((8, 8), np.complex64), "got complex"),
+    (np.full((8, 8), 0.5), np.ones((8, 8), np.uint16), "integer labels"),
+    (np.ones((8, 8), np.uint16), np.ones((4, 8), np.uint16), "differs"),
+])
+@pytest.mark.parametrize("kind", ["nuclei", "em"])
+def test_evaluate_refuses_what_it_cannot_score(tmp_path, capsys, truth, pred, message, kind):
+    from napari_unet.metrics import evaluate_em, evaluate_nuclei
+
+    with pytest.raises(ValueError, match=message):
+        (evaluate_em if kind == "em" else evaluate_nuclei)(truth, pred)
+    if truth.size:  # an empty TIFF is refused on reading already
+        tifffile.imwrite(tmp_path / "t.tif", truth)
+        tifffile.imwrite(tmp_path / "p.tif", pred)
+        assert main(["evaluate", "--truth", str(tmp_path / "t.tif"), "--pred",
+                     str(tmp_path / "p.tif"), "--kind", kind]) == 2
+        assert message in capsys.readouterr().err

@@ -223,7 +223,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     truth, pred = read_array(a.truth), read_array(a.pred)
     result = evaluate_em(truth, pred) if a.kind == "em" else evaluate_nuclei(truth, pred)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2, allow_nan=False))  # NaN is not JSON
     return 0
 
 

@@ -54,11 +54,37 @@ def adapted_rand(truth: np.ndarray, pred_interior: np.ndarray) -> float:
     return float(err)
 
 
-def evaluate_nuclei(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """Mean F1 at IoU 0.5 (and effort) over the slices of 2D or ``(Z, Y, X)`` labels."""
+def _check_pair(truth: Any, pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Refuse inputs that cannot be scored: shapes, emptiness, types, signs, NaN."""
     t, p = np.asarray(truth), np.asarray(pred)
     if t.shape != p.shape:
         raise ValueError(f"truth shape {t.shape} differs from prediction shape {p.shape}")
+    if t.size == 0 or t.ndim not in (2, 3):
+        raise ValueError(f"expected 2D or (Z, Y, X) images, got shape {t.shape}")
+    if t.dtype.kind not in "biuf" or (t.dtype.kind == "f" and not (
+            np.isfinite(t).all() and (t == np.round(t)).all())):
+        raise ValueError(f"the ground truth must be integer labels, got {t.dtype}")
+    if p.dtype.kind not in "biuf":
+        raise ValueError(f"the prediction must be labels, a mask or probabilities, got {p.dtype}")
+    if t.min() < 0 or (p.dtype.kind in "iu" and p.min() < 0):
+        raise ValueError("labels must not be negative")
+    if p.dtype.kind == "f" and not np.isfinite(p).all():
+        raise ValueError("the prediction holds NaN or infinite values")
+    if not t.any():
+        raise ValueError("the ground truth holds no objects: nothing to score")
+    return t, p
+
+
+def evaluate_nuclei(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Mean F1 at IoU 0.5 (and effort) over the slices of 2D or ``(Z, Y, X)`` labels.
+
+    Raises
+    ------
+    ValueError
+        For inputs that cannot be scored: different shapes, empty arrays, non-integer or
+        negative truth, NaN, complex or negative predictions, a truth without objects.
+    """
+    t, p = _check_pair(truth, pred)
     t3, p3 = (t[None], p[None]) if t.ndim == 2 else (t, p)
     rows = [match_f1(a, b) for a, b in zip(t3, p3, strict=True)]
     return {"f1": float(np.mean([r["f1"] for r in rows])),
@@ -93,12 +119,15 @@ def evaluate_em(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         ``adapted_rand_error``, ``pixel_error`` (interior vs membrane; probabilities at
         0.5) and ``n_images``; for probabilities also ``adapted_rand_error_fill`` and the
         best ``threshold`` of the components.
+
+    Raises
+    ------
+    ValueError
+        As :func:`evaluate_nuclei`.
     """
     from .postprocess import labels_from_probabilities
 
-    t, p = np.asarray(truth), np.asarray(pred)
-    if t.shape != p.shape:
-        raise ValueError(f"truth shape {t.shape} differs from prediction shape {p.shape}")
+    t, p = _check_pair(truth, pred)
     t3, p3 = (t[None], p[None]) if t.ndim == 2 else (t, p)
     cells = [cc_label(ti > 0, connectivity=1) for ti in t3]
     if p3.dtype.kind != "f":
