@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tifffile
 
 from napari_unet.cli import main
@@ -131,3 +132,24 @@ def test_colour_images_work_end_to_end_in_the_cli(tmp_path, blobs, tiny_net, cap
     assert main(["predict", str(tmp_path / "chw.tif"), "-o", str(tmp_path / "p9.tif"),
                  "--model", str(tmp_path / "m.pt"), "--channel-axis", "0", "--channel", "9"]) == 2
     assert "channel 9 is out of range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--lr", "0"], "--lr must be above 0"),
+    (["--anchor-weight", "nan"], "--anchor-weight must be a finite number"),
+    (["--tile", "-5"], "--tile must be between"),
+    (["--holdout", "1.5"], "holdout must be in [0, 1)"),
+])
+def test_train_refuses_nonsense_before_any_work(tmp_path, blobs, tiny_net, capsys, flags, message):
+    img, lab = blobs
+    tifffile.imwrite(tmp_path / "img.tif", img)
+    tifffile.imwrite(tmp_path / "lab.tif", lab)
+    start = save_model(tiny_net, tmp_path / "start.pt")
+    assert main(["train", "--images", str(tmp_path / "img.tif"), "--labels",
+                 str(tmp_path / "lab.tif"), "--model", str(start), "--device", "cpu",
+                 "-o", str(tmp_path / "m.pt"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.pt").exists()

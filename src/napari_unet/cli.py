@@ -147,9 +147,20 @@ def _run_round(gen: Generator, steps_hint: int | None) -> Any:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
-    check_output(a.output, inputs=[a.images, a.labels, a.model, a.resume, a.checkpoint], overwrite=a.overwrite)  # noqa: E501
+    check_output(a.output, inputs=[a.images, a.labels, a.model, a.resume, a.checkpoint],
+                 overwrite=a.overwrite)
+    if a.steps is not None and a.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {a.steps} (leave it out for the "
+                         "automatic count)")
+    for flag, value in (("--lr", a.lr), ("--anchor-weight", a.anchor_weight)):
+        if value is not None and not (np.isfinite(value) and 0 <= value <= 10):
+            raise ValueError(f"{flag} must be a finite number in [0, 10], got {value}")
+    if a.lr is not None and a.lr == 0:
+        raise ValueError("--lr must be above 0")
+    if a.tile is not None and not 16 <= a.tile <= 4096:
+        raise ValueError(f"--tile must be between 16 and 4096 px, got {a.tile}")
     from .inputs import to_model_channels
-    from .io import load_checkpoint, load_model, save_model
+    from .io import load_checkpoint, load_model, save_model_or_rescue
     from .loop import RoundConfig, finetune_round, pick_slices
     from .model import UNet
     from .train import DEFAULT_ARCHITECTURE
@@ -194,12 +205,14 @@ def _cmd_train(a: argparse.Namespace) -> int:
     print(f"self-check {rep.summary()}")
     print(f"loss {rep.loss_first:.4f} -> {rep.loss_last:.4f} over {rep.steps} steps "
           f"({rep.seconds:.0f} s)")
-    save_model(result.model, a.output)
+    written, warning = save_model_or_rescue(result.model, a.output)
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr)
     if not result.accepted and a.model:
         print(f"WARNING: the new model is not better than {a.model} on your corrections; "
               f"{a.output} was written, but keep using {a.model} unless you check it "
               "yourself", file=sys.stderr)
-    print(f"wrote {a.output}")
+    print(f"wrote {written}")
     return 0
 
 
