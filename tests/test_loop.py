@@ -184,3 +184,11 @@ def test_a_round_yields_between_its_predictions_and_stops_when_closed(net):
     assert sum("predicting slice" in e for e in before_training) >= 2  # parent, polarity
     gen.close()  # stopping the iteration cancels: nothing is returned, the parent is unchanged
     assert net.record["name"] == "parent" and "self_check" not in net.record
+
+
+def test_the_round_is_part_of_the_public_api():
+    import napari_unet
+
+    assert napari_unet.finetune_round is finetune_round
+    assert napari_unet.RoundConfig is RoundConfig
+    assert set(napari_unet.__all__) >= {"load_model", "predict", "finetune_round"}
