@@ -122,6 +122,7 @@ def test_cancel_keeps_previous_model_selected_and_intact(make_napari_viewer, qtb
                                                          tiny_session):
     viewer = make_napari_viewer()
     widget = _finetune_dock(viewer, steps=100000)
+    _mark(viewer, widget, [0])
     before = _state(tiny_session.current.get_model())
     n_versions = len(tiny_session.versions())
     worker = widget.start()
@@ -145,6 +146,7 @@ def test_cancel_keeps_previous_model_selected_and_intact(make_napari_viewer, qtb
 def test_closing_stops_training(make_napari_viewer, qtbot, tiny_session, close):
     viewer = make_napari_viewer()
     widget = _finetune_dock(viewer, steps=100000)
+    _mark(viewer, widget, [0])
     worker = widget.start()
     with qtbot.waitSignal(worker.yielded, timeout=TIMEOUT):
         pass

@@ -119,6 +119,28 @@ def test_segment_keeps_corrected_slices_unless_confirmed(make_napari_viewer, qtb
     assert not np.array_equal(labels.data[1], pattern)
 
 
+def test_overwrite_of_a_corrected_slice_can_be_undone(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = _segment_dock(viewer)
+    widget.scope_combo.setCurrentText("whole stack")
+    _wait(qtbot, widget.run())
+    labels = viewer.layers["nuclei labels"]
+    ys, xs = np.mgrid[10:20, 10:20]
+    labels.data_setitem((np.full(ys.size, 1), ys.ravel(), xs.ravel()), 77)  # a correction
+    corrected = np.array(labels.data)
+    get_session().set_corrected(labels, [1, 2])
+
+    widget.confirm_overwrite = lambda slices: True
+    widget.scope_combo.setCurrentText("current slice")
+    viewer.dims.set_current_step(0, 1)
+    _wait(qtbot, widget.run())
+    assert labels.data[1, 10:20, 10:20].max() != 77  # overwritten
+    assert get_session().corrected(labels) == [2]  # no longer marked: it is a prediction now
+    assert "Ctrl-Z" in widget.status.text()
+    labels.undo()  # what Ctrl-Z does in the layer
+    np.testing.assert_array_equal(labels.data, corrected)
+
+
 def test_next_slice_goes_to_highest_mean_uncertainty(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     widget = _segment_dock(viewer)
@@ -155,18 +177,22 @@ def _errors_since(n):
             if r.severity == NotificationSeverity.ERROR]
 
 
-def test_rgba_image_gives_a_notification(make_napari_viewer, qtbot):
+@pytest.mark.parametrize("channels", [3, 4])
+def test_rgb_image_is_segmented_as_gray(make_napari_viewer, qtbot, channels):
     viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((64, 64, 4), np.uint8), name="rgba", rgb=True)
+    rgb = np.zeros((64, 64, channels), np.uint8)
+    rgb[16:40, 16:40, :3] = (200, 120, 60)
+    viewer.add_image(rgb, name="rgb", rgb=True)
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    widget.image_combo.set_layer("rgba")
+    widget.image_combo.set_layer("rgb")
     widget.device_combo.setCurrentText("cpu")
+    assert not widget.color_label.isHidden()  # the dock says what happens to colour
     n = len(notification_manager.records)
     _wait(qtbot, widget.run())
-    errors = _errors_since(n)
-    assert errors and "channel" in errors[-1].message
-    assert "rgba labels" not in viewer.layers
-    assert widget.run_button.isEnabled()  # the dock is usable again
+    assert not _errors_since(n)
+    assert viewer.layers["rgb labels"].data.shape == (64, 64)
+    assert "converted to gray" in widget.status.text()
+    assert widget.run_button.isEnabled()
 
 
 def test_channel_mismatch_gives_a_notification(make_napari_viewer, qtbot, tiny_session):

@@ -6,27 +6,26 @@ The file is a ``.npz`` holding ``labels``, ``corrected`` (the marked slice indic
 ``~/.napari-unet/autosave``, or ``$NAPARI_UNET_AUTOSAVE_DIR``). Every write goes to a
 temporary file first and is moved into place with ``os.replace``, so a crash leaves
 either the old or the new file, never a broken one.
+
+Rotating backups keep earlier corrected versions: each time a slice is marked corrected,
+and just before Segment overwrites a corrected slice, the written file is also kept as
+``<name>.backup1.autosave.npz`` (the older backups move to ``backup2`` ... ``backup5``).
+:class:`~napari_unet._qt.autosaver.Autosaver` does the saving.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, QTimer, Signal
-
-from .common import JobFailed, connect_event, same_layer
-from .session import get_session
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -82,12 +81,50 @@ _COMMITTED: dict[str, int] = {}
 _COMMIT_LOCK = threading.Lock()
 
 
+#: Rotating backups kept beside an autosave file.
+KEEP_BACKUPS = 5
+
+
+def backup_path(path: str | Path, n: int) -> Path:
+    """The ``n``-th backup of an autosave file (1 is the newest)."""
+    path = Path(path)
+    stem = path.name.removesuffix(SUFFIX)
+    return path.with_name(f"{stem}.backup{int(n)}{SUFFIX}")
+
+
+def rotate_backups(path: str | Path, keep: int = KEEP_BACKUPS) -> Path | None:
+    """Keep the current autosave file as backup 1, moving older backups down by one.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The new backup (None when there is no file to keep).
+    """
+    path = Path(path)
+    if keep < 1 or not path.is_file():
+        return None
+    for n in range(keep - 1, 0, -1):
+        if backup_path(path, n).is_file():
+            os.replace(backup_path(path, n), backup_path(path, n + 1))
+    first = backup_path(path, 1)
+    tmp = first.with_name(f".{first.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)  # instant; a later os.replace of ``path`` leaves the backup alone
+    except OSError:
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, first)
+    return first
+
+
 def write_autosave(path: str | Path, labels: np.ndarray, corrected: list[int],
-                   meta: dict[str, Any] | None = None, seq: int | None = None) -> Path:
+                   meta: dict[str, Any] | None = None, seq: int | None = None,
+                   backup: bool = False) -> Path:
     """Write labels and marks atomically (temporary file, fsync, ``os.replace``).
 
     ``seq`` numbers snapshots: a write whose ``seq`` is older than one already committed to
     the same file is dropped (a background write finishing after a synchronous flush).
+    With ``backup`` the written file is also kept as backup 1 (:func:`rotate_backups`).
 
     Returns
     -------
@@ -114,6 +151,8 @@ def write_autosave(path: str | Path, labels: np.ndarray, corrected: list[int],
             os.replace(tmp, path)
             if seq is not None:
                 _COMMITTED[key] = seq
+            if backup:
+                rotate_backups(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -127,119 +166,3 @@ def read_autosave(path: str | Path) -> tuple[np.ndarray, list[int], dict[str, An
         corrected = [int(z) for z in f["corrected"]]
         meta = json.loads(str(f["meta"])) if "meta" in f else {}
     return labels, corrected, meta
-
-
-@thread_worker(start_thread=False)
-def _write_job(path: Path, labels: np.ndarray, corrected: list[int], meta: dict,
-               seq: int | None = None) -> Path | JobFailed:
-    try:
-        return write_autosave(path, labels, corrected, meta, seq)
-    except OSError as err:  # a full disk or a read-only folder: tell the user, go on
-        return JobFailed(err)
-
-
-_SEQ = itertools.count()
-
-
-class Autosaver(QObject):
-    """Saves a Labels layer and its marks after each change (debounced), in a worker.
-
-    ``save_now()`` snapshots the labels at once and writes them without waiting (used
-    when a slice is marked corrected); writes never overlap and keep their order.
-
-    Parameters
-    ----------
-    parent : QObject, optional
-        Owner.
-    """
-
-    #: Emitted with the path after each completed write.
-    saved = Signal(str)
-
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.enabled = True
-        self.folder: Path | None = None
-        self.labels: Labels | None = None
-        self.image: Image | None = None
-        self.worker: Any = None
-        self._queued: tuple | None = None
-        self.timer = QTimer(self)
-        self.timer.setSingleShot(True)
-        self.timer.setInterval(DEBOUNCE_MS)
-        self.timer.timeout.connect(self.save_now)
-        get_session().corrected_changed.connect(self._on_marks)
-
-    def attach(self, labels: Labels | None, image: Image | None = None) -> None:
-        """Follow ``labels`` (and remember its image, for the file's location)."""
-        if labels is self.labels or same_layer(labels, self.labels):
-            self.image = image
-            return
-        self.flush()
-        old = self.labels
-        if old is not None:
-            for emitter in (old.events.paint, old.events.data):
-                emitter.disconnect(self.schedule)
-        self.labels, self.image = labels, image
-        if labels is not None:
-            connect_event(self, labels.events.paint, self.schedule)
-            connect_event(self, labels.events.data, self.schedule)
-
-    @property
-    def path(self) -> Path | None:
-        """Where the attached labels are saved."""
-        if self.labels is None:
-            return None
-        return autosave_path(self.labels, self.image, self.folder)
-
-    def schedule(self, *_: Any) -> None:
-        """Save after the labels stop changing for a second."""
-        if self.enabled and self.labels is not None:
-            self.timer.start()
-
-    def _on_marks(self, layer: Any) -> None:
-        if self.enabled and same_layer(layer, self.labels):
-            self.save_now()
-
-    def save_now(self) -> Path | None:
-        """Snapshot the labels and marks now and write them in a worker; returns the path."""
-        self.timer.stop()
-        if self.labels is None or not self.enabled:
-            return None
-        path = self.path
-        layer = self.labels
-        meta = {"layer": layer.name, "shape": list(layer.data.shape),
-                "image": str(source_path(self.image) or "") if self.image is not None else ""}
-        job = (path, np.array(layer.data), get_session().corrected(layer), meta, next(_SEQ))
-        if self.worker is not None:
-            self._queued = job  # the newest snapshot wins; written right after
-        else:
-            self._start(job)
-        return path
-
-    def _start(self, job: tuple) -> None:
-        self.worker = _write_job(*job)
-        self.worker.returned.connect(self._on_saved)
-        self.worker.finished.connect(self._on_finished)
-        self.worker.start()
-
-    def _on_saved(self, result: Path | JobFailed) -> None:
-        if isinstance(result, JobFailed):
-            show_error(f"Autosave failed: {result.message}")
-            return
-        self.saved.emit(str(result))
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        if self._queued is not None:
-            job, self._queued = self._queued, None
-            self._start(job)
-
-    def flush(self) -> None:
-        """Write a pending (debounced) save synchronously, e.g. before closing."""
-        if self.timer.isActive() and self.labels is not None and self.enabled:
-            self.timer.stop()
-            layer = self.labels
-            self._queued = None  # superseded by this newer, synchronous snapshot
-            write_autosave(self.path, np.asarray(layer.data), get_session().corrected(layer),
-                           {"layer": layer.name, "shape": list(layer.data.shape)}, next(_SEQ))

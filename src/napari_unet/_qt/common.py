@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, QTimer
+from qtpy.QtCore import QEvent, QObject, QThreadPool, QTimer, Signal
 from qtpy.QtWidgets import QApplication, QComboBox, QWidget
 
 if TYPE_CHECKING:
@@ -23,6 +23,49 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
 logger = logging.getLogger(__name__)
+
+#: Every worker of this plugin that has not finished yet (quit and awaited at exit).
+RUNNING: set[Any] = set()
+#: How long the application's exit waits for running workers to stop (ms).
+QUIT_WAIT_MS = 10_000
+
+
+def stop_all_jobs(wait_ms: int = QUIT_WAIT_MS) -> bool:
+    """Ask every running worker to stop and wait for the threads to end.
+
+    Connected to ``QApplication.aboutToQuit``: a worker that still runs when Python tears
+    down the Qt objects would emit on a deleted signal object and abort the process.
+
+    Parameters
+    ----------
+    wait_ms : int
+        Longest wait in milliseconds.
+
+    Returns
+    -------
+    bool
+        Whether every worker thread ended in time.
+    """
+    for worker in list(RUNNING):
+        try:
+            worker.quit()
+        except RuntimeError:
+            pass
+    return bool(QThreadPool.globalInstance().waitForDone(int(wait_ms)))
+
+
+_QUIT_HOOKED = [False]
+
+
+def track_worker(worker: Any) -> Any:
+    """Register ``worker`` in :data:`RUNNING` until it finishes; returns it."""
+    app = QApplication.instance()
+    if app is not None and not _QUIT_HOOKED[0]:
+        app.aboutToQuit.connect(stop_all_jobs)
+        _QUIT_HOOKED[0] = True
+    RUNNING.add(worker)
+    worker.finished.connect(lambda: RUNNING.discard(worker))
+    return worker
 
 
 @dataclass
@@ -57,6 +100,7 @@ def start_job(
     on_yield: Callable[[Any], None] | None = None,
     on_return: Callable[[Any], None] | None = None,
     on_finish: Callable[[], None] | None = None,
+    on_error: Callable[[str], None] | None = None,
     what: str = "napari-unet",
 ) -> GeneratorWorker:
     """Run a generator in a napari thread worker and connect it to a dock.
@@ -74,6 +118,9 @@ def start_job(
     on_yield, on_return, on_finish : callable, optional
         Called in the GUI thread with each yielded value, with the returned value
         (not on failure or cancel) and at the very end (always).
+    on_error : callable, optional
+        Called in the GUI thread with the error message when the job failed (after the
+        notification), e.g. to update the dock's status line.
     what : str
         Prefix of the error notification.
 
@@ -104,6 +151,8 @@ def start_job(
             return
         if isinstance(value, JobFailed):
             show_error(f"{what}: {value.message}")
+            if on_error is not None:
+                on_error(value.message)
             return
         if on_return is not None:
             on_return(value)
@@ -124,6 +173,7 @@ def start_job(
         if alive[0] and on_finish is not None:
             on_finish()
 
+    track_worker(worker)
     worker.yielded.connect(_yielded)
     worker.returned.connect(_returned)
     worker.finished.connect(_finished)
@@ -149,6 +199,47 @@ def connect_event(owner: QObject, emitter: Any, callback: Callable) -> None:
     owner.destroyed.connect(_disconnect)
 
 
+class DockWatcher(QObject):
+    """Tells when a dock widget is closed (napari re-parents it to None) or destroyed.
+
+    napari's close button removes the dock and calls ``widget.setParent(None)``; the widget
+    object lives on, so ``destroyed`` alone never fires then.
+
+    Parameters
+    ----------
+    widget : QWidget
+        The dock's widget (the one napari puts in the dock).
+    """
+
+    #: The dock was closed or its widget destroyed.
+    closed = Signal()
+
+    def __init__(self, widget: QWidget) -> None:
+        super().__init__(widget)
+        self._widget = widget
+        self._fired = False
+        widget.installEventFilter(self)
+        widget.destroyed.connect(self._fire)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if obj is self._widget and event.type() == QEvent.Type.ParentChange:
+            try:
+                orphan = self._widget.parent() is None
+            except RuntimeError:
+                orphan = True
+            if orphan and self._was_docked:
+                self._fire()
+            self._was_docked = not orphan
+        return False
+
+    _was_docked = False
+
+    def _fire(self, *_: Any) -> None:
+        if not self._fired:
+            self._fired = True
+            self.closed.emit()
+
+
 class LayerCombo(QComboBox):
     """A combo box listing the viewer's layers of some types, kept in sync.
 
@@ -160,12 +251,19 @@ class LayerCombo(QComboBox):
         Layer classes to list, e.g. ``napari.layers.Image``.
     parent : QWidget, optional
         Parent widget.
+    prefer : callable, optional
+        ``prefer(layers) -> layer or None``: the layer to choose when nothing is chosen
+        yet (or the chosen one went away). With it the list starts with an empty entry
+        ("none"), chosen when ``prefer`` returns None or when the chosen layer is deleted:
+        no other layer is ever picked behind the user's back.
     """
 
-    def __init__(self, viewer: napari.Viewer, layer_type: Any, parent: QWidget | None = None):
+    def __init__(self, viewer: napari.Viewer, layer_type: Any, parent: QWidget | None = None,
+                 prefer: Callable[[list[Layer]], Layer | None] | None = None):
         super().__init__(parent)
         self._viewer = viewer
         self._type = layer_type
+        self._prefer = prefer
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
         self.refresh()
@@ -185,12 +283,18 @@ class LayerCombo(QComboBox):
     def refresh(self, *_: Any) -> None:
         """Re-list the layers, keeping the current choice when it still exists."""
         current = self.currentText()
-        names = [lay.name for lay in self._viewer.layers if isinstance(lay, self._type)]
+        layers = [lay for lay in self._viewer.layers if isinstance(lay, self._type)]
+        names = [lay.name for lay in layers]
         self.blockSignals(True)
         self.clear()
+        if self._prefer is not None:
+            self.addItem("")
         self.addItems(names)
         if current in names:
             self.setCurrentText(current)
+        elif self._prefer is not None and not current:  # a vanished choice is not replaced
+            chosen = self._prefer(layers)
+            self.setCurrentText(chosen.name if chosen is not None else "")
         self.blockSignals(False)
         if self.currentText() != current:
             self.currentTextChanged.emit(self.currentText())
@@ -206,6 +310,27 @@ class LayerCombo(QComboBox):
         """Select ``layer`` (or a layer name)."""
         self.refresh()
         self.setCurrentText(layer if isinstance(layer, str) else layer.name)
+
+
+def prefer_labels(viewer: napari.Viewer, first: Callable[[], str | None] = lambda: None,
+                  ) -> Callable[[list[Layer]], Layer | None]:
+    """A ``prefer`` for :class:`LayerCombo` of Labels layers.
+
+    The layer named ``first()`` (the one Segment writes), else the selected Labels layer,
+    else the first visible one; never a hidden layer (e.g. a sample's ground truth).
+    """
+
+    def choose(layers: list[Layer]) -> Layer | None:
+        name = first()
+        by_name = {lay.name: lay for lay in layers}
+        if name and name in by_name:
+            return by_name[name]
+        active = viewer.layers.selection.active
+        if active is not None and any(lay is active for lay in layers):
+            return active
+        return next((lay for lay in layers if lay.visible), None)
+
+    return choose
 
 
 def unwrap(obj: Any) -> Any:

@@ -1,8 +1,13 @@
 """Correction tools napari's Labels layer lacks, and autosave/resume controls.
 
 * **Mark slice corrected** (Shift-M): toggles the current slice's mark; saved at once.
-* **New label id** (Shift-N): ``selected_label = max + 1`` and paint mode.
+* **New label**: napari's own "new label" action (``napari:new_label``, key M in a Labels
+  layer: ``selected_label = max + 1``) plus paint mode and selecting the layer. No key of
+  our own: napari's M already does it, and a second key for it would only collide.
 * **Erase object** (Shift-E): removes the object under the mouse cursor (current slice).
+
+The keys are bound on the viewer while the dock is open, and unbound when it is closed
+(napari re-parents a closed dock's widget rather than deleting it) or destroyed.
 """
 
 from __future__ import annotations
@@ -27,15 +32,18 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .autosave import Autosaver, default_autosave_dir, read_autosave
-from .common import connect_event, current_slice, same_layer, spatial_ndim
+from .autosave import default_autosave_dir, read_autosave
+from .autosaver import Autosaver
+from .common import DockWatcher, connect_event, current_slice, same_layer, spatial_ndim
 from .session import get_session
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Image, Labels
 
-KEY_MARK, KEY_NEW, KEY_ERASE = "Shift-M", "Shift-N", "Shift-E"
+KEY_MARK, KEY_ERASE = "Shift-M", "Shift-E"
+#: napari's action that selects a new label id, and its default key.
+NEW_LABEL_ACTION, KEY_NEW = "napari:new_label", "M"
 
 
 class CorrectionPanel(QGroupBox):
@@ -64,9 +72,10 @@ class CorrectionPanel(QGroupBox):
         self.autosaver = Autosaver(self)
 
         self.mark_button = QPushButton(f"Mark slice corrected ({KEY_MARK})", self)
-        self.new_button = QPushButton(f"New label ({KEY_NEW})", self)
+        self.new_button = QPushButton(f"New label ({new_label_key()})", self)
         self.erase_button = QPushButton(f"Erase object ({KEY_ERASE})", self)
-        self.new_button.setToolTip("Select an unused label id (largest + 1) and paint")
+        self.new_button.setToolTip("napari's new label action: an unused label id (largest + 1)"
+                                   ", then paint")
         self.erase_button.setToolTip("Remove the object under the mouse cursor (current slice)")
         self.marks_label = QLabel("corrected: none", self)
         self.marks_label.setWordWrap(True)
@@ -96,7 +105,7 @@ class CorrectionPanel(QGroupBox):
         layout.addLayout(folder_row)
         layout.addWidget(self.save_label)
         self._add_callbacks()
-        self._bind_keys()
+        self._bind_keys(parent if parent is not None else self)
 
     def _add_callbacks(self) -> None:
         self.mark_button.clicked.connect(self.toggle_mark)
@@ -113,11 +122,10 @@ class CorrectionPanel(QGroupBox):
     def _on_step(self, *_: Any) -> None:
         self._on_marks(None)
 
-    def _bind_keys(self) -> None:
+    def _bind_keys(self, dock: QWidget) -> None:
         alive = [True]
         viewer = self.viewer
-        actions = {KEY_MARK: self.toggle_mark, KEY_NEW: self.new_label,
-                   KEY_ERASE: self.erase_under_cursor}
+        actions = {KEY_MARK: self.toggle_mark, KEY_ERASE: self.erase_under_cursor}
 
         def make(action: Callable[[], Any]) -> Callable[[Any], None]:
             def handler(_viewer: Any) -> None:
@@ -139,6 +147,10 @@ class CorrectionPanel(QGroupBox):
                     pass
 
         self.destroyed.connect(unbind)
+        self.dock_watcher = DockWatcher(dock)
+        self.dock_watcher.closed.connect(unbind)
+        self.dock_watcher.closed.connect(self.autosaver.flush)
+        self.unbind_keys = unbind
 
     # --- the layer being corrected -------------------------------------------------
     def attach(self, labels: Labels | None, image: Image | None) -> None:
@@ -175,11 +187,15 @@ class CorrectionPanel(QGroupBox):
         labels = self._get_labels()
         if labels is None:
             return None
-        new = int(np.max(labels.data)) + 1 if labels.data.size else 1
-        labels.selected_label = new
-        labels.mode = "paint"
+        from napari.utils.action_manager import action_manager
+
         self.viewer.layers.selection.active = labels
-        return new
+        try:
+            action_manager.trigger(NEW_LABEL_ACTION)  # acts on the active Labels layer
+        except KeyError:  # napari without the action
+            labels.selected_label = int(np.max(labels.data)) + 1 if labels.data.size else 1
+        labels.mode = "paint"
+        return int(labels.selected_label)
 
     def erase_under_cursor(self, *_: Any, position: Any = None) -> int:
         """Remove the object under the cursor (or at world ``position``); returns its id."""
@@ -274,6 +290,17 @@ class CorrectionPanel(QGroupBox):
         show_info(f"Resumed {name} from {path} (corrected slices: {marks or 'none'})")
         self.resumed.emit(layer)
         return layer
+
+
+def new_label_key() -> str:
+    """The key napari binds to its new label action (``"M"`` by default)."""
+    try:
+        from napari.utils.action_manager import action_manager
+
+        shortcuts = action_manager._shortcuts.get(NEW_LABEL_ACTION, [])  # noqa: SLF001
+        return str(next(iter(shortcuts))) if shortcuts else KEY_NEW
+    except (ImportError, AttributeError, TypeError):
+        return KEY_NEW
 
 
 def _key(key: str) -> Any:

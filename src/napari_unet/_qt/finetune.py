@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -16,6 +15,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -26,28 +26,43 @@ from qtpy.QtWidgets import (
 from .common import (
     LayerCombo,
     connect_event,
-    current_slice,
     image_channel_axis,
+    prefer_labels,
     same_layer,
     spatial_ndim,
     start_job,
 )
 from .correct import CorrectionPanel
-from .finetune_jobs import finetune_iter, labels_snapshot, preview_iter
+from .finetune_after import AfterTrainingMixin
+from .finetune_jobs import finetune_iter, labels_snapshot
 from .finetune_scan import SliceScanMixin
 from .plot import LossPlot
-from .segment import DEVICES, ask_overwrite
-from .segment_job import SegmentRequest, apply_segmentation, confirm_targets, labels_name
-from .segment_job import segment_iter as _segment_iter
+from .segment import DEVICES
+from .segment_job import labels_name
 from .session import get_session
 from .slices import SliceList
+from .throttle import Throttle
 from .versions import VersionsPanel
 
 if TYPE_CHECKING:
     import napari
 
 
-class FineTuneWidget(SliceScanMixin, QWidget):
+def ask_train_unmarked(parent: QWidget, slices: Sequence[int]) -> bool:
+    """Ask before training on ticked slices that were never marked as corrected."""
+    listed = ", ".join(str(z) for z in slices)
+    answer = QMessageBox.warning(
+        parent, "Train on slices that are not marked corrected?",
+        f"Slice(s) {listed} are ticked but not marked as corrected. If they still hold the "
+        "model's own prediction, training on them teaches the model its own mistakes.\n\n"
+        "Train on them anyway?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
+class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
     """Fine-tune the current model on corrected slices; each run adds a model version.
 
     Parameters
@@ -57,8 +72,9 @@ class FineTuneWidget(SliceScanMixin, QWidget):
 
     Attributes
     ----------
-    confirm_overwrite : callable
-        Asked before "predict after training" overwrites a corrected slice.
+    confirm_unmarked : callable
+        ``confirm_unmarked(slices) -> bool``, asked before training on ticked slices that
+        are not marked as corrected; replace it to answer without a dialog.
     worker, preview_worker, predict_worker : GeneratorWorker or None
         The running jobs.
     """
@@ -75,10 +91,13 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         self.predict_worker: Any = None
         self.scan_worker: Any = None  # large stacks are scanned for annotations off the GUI thread
         self._rescan = False
-        self.confirm_overwrite: Callable[[Sequence[int]], bool] = lambda s: ask_overwrite(self, s)
+        self.confirm_unmarked: Callable[[Sequence[int]], bool] = \
+            lambda s: ask_train_unmarked(self, s)
+        self._training_labels: Any = None
 
         self.image_combo = LayerCombo(napari_viewer, Image, self)
-        self.labels_combo = LayerCombo(napari_viewer, Labels, self)
+        self.labels_combo = LayerCombo(napari_viewer, Labels, self, prefer=prefer_labels(
+            napari_viewer, self._segment_labels_name))
         self.slice_list = SliceList(self)
         self.detect_button = QPushButton("Detect annotated slices", self)
         self.correction = CorrectionPanel(napari_viewer, self.labels_combo.layer,
@@ -119,8 +138,10 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         self.stop_button.setEnabled(False)
         self.progress = QProgressBar(self)
         self.plot = LossPlot(self)
+        self.plot.set_theme(str(napari_viewer.theme))
         self.status = QLabel("", self)
         self.status.setWordWrap(True)
+        self._throttle = Throttle(self._show_step, parent=self)
         self.versions = VersionsPanel(self)
         self._watched: Labels | None = None
         self.refresh_timer = QTimer(self)
@@ -173,8 +194,22 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         self.correction.resumed.connect(self.labels_combo.set_layer)
         self.refresh_timer.timeout.connect(self.refresh_slices)
         connect_event(self, self.viewer.layers.events.inserted, self._on_layer_added)
+        connect_event(self, self.viewer.layers.events.removed, self._on_layer_removed)
+        connect_event(self, self.viewer.events.theme,
+                      lambda event: self.plot.set_theme(str(event.value)))
 
     # --- layers --------------------------------------------------------------------
+    def _segment_labels_name(self) -> str | None:
+        image = self.image_combo.layer() if hasattr(self, "image_combo") else None
+        return labels_name(image) if image is not None else None
+
+    def _on_layer_removed(self, event: Any) -> None:
+        if self.worker is not None and same_layer(event.value, self._training_labels):
+            msg = (f"the Labels layer '{event.value.name}' was deleted; training goes on from "
+                   "the copy taken at Start, and no other layer was chosen")
+            show_warning(f"Fine-tune: {msg}")
+            self.status.setText(msg)
+
     def _pair_labels(self) -> None:
         """Prefer the Labels layer Segment writes for the chosen image."""
         image = self.image_combo.layer()
@@ -237,9 +272,19 @@ class FineTuneWidget(SliceScanMixin, QWidget):
             return None
         if self.worker is not None:
             return self.worker
+        if self.refresh_timer.isActive() or self.scan_worker is not None:
+            self.refresh_timer.stop()  # a refresh is due (e.g. Segment just wrote): do it now
+            if self.refresh_slices() is not None:
+                self.status.setText("still scanning for annotated slices; press Start again")
+                return None
         slices = self.slice_list.checked()
         if not slices:
-            show_error("Fine-tune: tick at least one annotated slice (or mark one corrected)")
+            show_error("Fine-tune: mark at least one slice corrected (or tick one)")
+            self.status.setText("nothing to train on: mark the slices you corrected")
+            return None
+        unmarked = [z for z in slices if z not in set(self.session.corrected(labels))]
+        if unmarked and not self.confirm_unmarked(unmarked):
+            self.status.setText(f"not started: slice(s) {unmarked} are not marked as corrected")
             return None
         stack = spatial_ndim(labels) >= 3
         version, config = self.session.current, self.train_config()
@@ -247,9 +292,11 @@ class FineTuneWidget(SliceScanMixin, QWidget):
         lab = labels_snapshot(labels.data, slices if stack else None)  # painting goes on
         axis = image_channel_axis(image)
         self.plot.clear()
+        self._last_step = None
         self.progress.setMaximum(max(1, config.train.steps))
         self.progress.setValue(0)
         self._set_running(True)
+        self._training_labels = labels
         self.status.setText(f"fine-tuning {version.name} on slices {slices}…")
 
         def _done(model: Any) -> None:
@@ -259,22 +306,34 @@ class FineTuneWidget(SliceScanMixin, QWidget):
             lambda: finetune_iter(version, images, lab, config, slices if stack else None, axis),
             owner=self, viewer=self.viewer, on_yield=self._on_step, on_return=_done,
             on_finish=self._on_finished, what="Fine-tune",
+            on_error=lambda msg: self.status.setText(f"fine-tuning failed: {msg}"),
         )
         return self.worker
 
     def _on_step(self, event: Any) -> None:
-        if isinstance(event, str):  # recalibration after training
+        if not isinstance(event, str):
+            self.plot.add(event.step, event.loss)  # the plot throttles its own redraws
+            self._last_step = event
+        self._throttle.push(event)
+
+    def _show_step(self, event: Any) -> None:
+        if isinstance(event, str):  # a stage of the round (checks, anchors, self-check)
             self.status.setText(event)
             return
         self.progress.setMaximum(int(event.steps))
         self.progress.setValue(int(event.step))
-        self.plot.add(event.step, event.loss)
         self.status.setText(f"step {event.step}/{event.steps}: loss {event.loss:.4f} "
                             f"({event.elapsed:.1f} s)")
 
     def _on_trained(self, result: Any, parent: str, slices: list[int]) -> None:
         """Add the new version; make it current only when its self-check beat the parent."""
+        self._throttle.flush()
+        last = getattr(self, "_last_step", None)
+        if last is not None:
+            self.progress.setMaximum(int(last.steps))
+            self.progress.setValue(int(last.step))
         version = self.session.add_model(result.model, parent=parent, select=result.accepted)
+        self.plot.set_scores(result.report)
         self.plot.redraw()
         summary = result.report.summary()
         if result.accepted:
@@ -297,6 +356,8 @@ class FineTuneWidget(SliceScanMixin, QWidget):
     def _on_finished(self) -> None:
         aborted = self.worker is not None and self.worker.abort_requested
         self.worker = None
+        self._training_labels = None
+        self._throttle.discard()  # _on_trained showed the last step already
         self._set_running(False)
         if aborted:
             self.status.setText(f"cancelled; still using {self.session.current.name}")
@@ -304,87 +365,3 @@ class FineTuneWidget(SliceScanMixin, QWidget):
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
-
-    # --- after training ------------------------------------------------------------
-    def predict_current_slice(self) -> Any:
-        """Segment the current slice with the current version; returns the worker.
-
-        A corrected slice is only overwritten after :attr:`confirm_overwrite` agrees.
-        """
-        image = self.image_combo.layer()
-        if image is None or self.predict_worker is not None:
-            return None
-        stack = spatial_ndim(image) >= 3
-        z = current_slice(self.viewer, image)
-        target = labels_name(image)
-        labels = self.viewer.layers[target] if target in self.viewer.layers else None
-        if confirm_targets(labels, [z]) and not self.confirm_overwrite([z]):
-            show_info(f"Slice {z} is marked as corrected; not segmented again")
-            return None
-        req = SegmentRequest(image=image.data, channel_axis=image_channel_axis(image),
-                             slices=[z] if stack else None,
-                             device=self.device_combo.currentText())
-        version = self.session.current
-
-        def _done(out: Any) -> None:
-            if image in self.viewer.layers:
-                try:
-                    apply_segmentation(self.viewer, image, out)
-                except ValueError as err:
-                    show_error(f"Segment: {err}")
-
-        def _finished() -> None:
-            self.predict_worker = None
-
-        self.predict_worker = start_job(
-            lambda: _segment_iter(version, req), owner=self, viewer=self.viewer,
-            on_return=_done, on_finish=_finished, what="Segment",
-        )
-        return self.predict_worker
-
-    def preview_augmentation(self, *_: Any, seed: int | None = None) -> Any:
-        """Add one augmented sample of the current slice (image and labels layers)."""
-        image, labels = self.image_combo.layer(), self.labels_combo.layer()
-        if image is None or labels is None:
-            show_error("Preview: choose an image and a Labels layer")
-            return None
-        z = current_slice(self.viewer, labels) if spatial_ndim(labels) >= 3 else None
-        img = np.asarray(image.data[z] if z is not None and spatial_ndim(image) >= 3
-                         else image.data)
-        lab = np.asarray(labels.data[z] if z is not None else labels.data)
-        axis = image_channel_axis(image)
-        shift = np.asarray(labels.scale[-2:]) * np.asarray(lab.shape[-2:]) * (0, 1.1)
-        translate = tuple(np.asarray(labels.translate[-2:]) + shift)
-        scale = tuple(labels.scale[-2:])
-
-        def _done(result: tuple[np.ndarray, np.ndarray]) -> None:
-            self._show_preview(*result, scale=scale, translate=translate)
-
-        def _finished() -> None:
-            self.preview_worker = None
-
-        self.preview_worker = start_job(
-            lambda: preview_iter(img, lab, axis, seed), owner=self, viewer=self.viewer,
-            on_return=_done, on_finish=_finished, what="Augmentation preview",
-        )
-        return self.preview_worker
-
-    def _show_preview(self, img: np.ndarray, lab: np.ndarray, *, scale: tuple,
-                      translate: tuple) -> None:
-        show = img[0] if img.ndim == 3 and img.shape[0] == 1 else img
-        rgb = show.ndim == 3 and show.shape[0] in (3, 4)
-        if rgb:
-            show = np.clip(np.moveaxis(show, 0, -1), 0, 1)
-        elif show.ndim == 3:
-            show = show[0]
-        for name, data, kind in (("augmented image", show, "image"),
-                                 ("augmented labels", lab, "labels")):
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-            if kind == "image":
-                extra = {"rgb": True} if rgb else {"colormap": "gray"}
-                self.viewer.add_image(data, name=name, scale=scale, translate=translate, **extra)
-            else:
-                self.viewer.add_labels(data, name=name, scale=scale, translate=translate,
-                                       opacity=0.5)
-        self.status.setText("augmented sample added (right of the image)")

@@ -49,11 +49,18 @@ def finetune_iter(
 
     Yields its stage strings and ``TrainEvent`` steps and returns its ``RoundResult``. The
     version's own model is never modified, so cancelling (stopping the worker) leaves it
-    exactly as it was. For a single-channel stack, three uncorrected slices anchor it.
+    exactly as it was. For a single-channel stack, three uncorrected slices anchor it. A
+    colour image is converted the way the model takes it (gray for a 1-channel model, all
+    channels for a model with as many inputs).
     """
     from ..loop import finetune_round, pick_slices
+    from .segment_job import model_input
 
+    yield f"preparing {version.name}"  # Stop is honoured from here on
     base = version.get_model()
+    images, channel_axis, note = model_input(images, base.in_channels, channel_axis)
+    if note:
+        yield note
     stack = slices is not None and channel_axis is None and np.ndim(images) == 3
     anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], slices)] \
         if stack else None

@@ -37,6 +37,7 @@ from .segment_job import (
     segment_iter,
 )
 from .session import get_session
+from .throttle import Throttle
 
 if TYPE_CHECKING:
     import napari
@@ -120,9 +121,16 @@ class SegmentWidget(QWidget):
         self.progress = QProgressBar(self)
         self.status = QLabel("", self)
         self.status.setWordWrap(True)
+        self.color_label = QLabel("colour (RGB) images: converted to gray for 1-channel "
+                                  "models", self)
+        self.color_label.setWordWrap(True)
+        self.color_label.setVisible(False)
+        self._note = ""
+        self._throttle = Throttle(self._on_progress, parent=self)
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
+        form.addRow("", self.color_label)
         form.addRow("model", self.model_combo)
         device_row = QHBoxLayout()
         device_row.addWidget(self.device_combo)
@@ -231,6 +239,7 @@ class SegmentWidget(QWidget):
         image = self.image_combo.layer()
         stack = image is not None and layer_is_stack(image)
         self.scope_combo.setEnabled(stack)
+        self.color_label.setVisible(image is not None and image_channel_axis(image) is not None)
 
     def _target_slices(self, image: Image) -> list[int] | None:
         if not layer_is_stack(image):
@@ -266,12 +275,17 @@ class SegmentWidget(QWidget):
         labels = self.viewer.layers[name] if name in self.viewer.layers else None
         marked = confirm_targets(labels, targets if targets is not None else [0])
         keep: list[int] = []
+        overwrite: list[int] = []
         if marked and not self.confirm_overwrite(marked):
             keep = marked
             if targets is None or not set(targets) - set(keep):
                 show_info("Segment: every chosen slice is marked as corrected; nothing to do")
+                self.status.setText("nothing to do: every chosen slice is marked as corrected "
+                                    "(answer Yes to segment them again)")
                 return None
             targets = [z for z in targets if z not in keep]
+        elif marked:
+            overwrite = marked
         req = SegmentRequest(
             image=image.data, channel_axis=image_channel_axis(image), slices=targets,
             device=self.device_combo.currentText(), tta=self.tta_check.isChecked(),
@@ -284,36 +298,59 @@ class SegmentWidget(QWidget):
         self.status.setText(f"segmenting {image.name} with {version.name}…")
 
         def _done(out: SegmentOutput) -> None:
-            self._apply(image, out, keep)
+            self._apply(image, out, keep, overwrite)
 
+        self._note = ""
         self.worker = start_job(
             lambda: segment_iter(version, req), owner=self, viewer=self.viewer,
-            on_yield=self._on_progress, on_return=_done, on_finish=self._on_finished,
-            what="Segment",
+            on_yield=self._throttle.push, on_return=_done, on_finish=self._on_finished,
+            on_error=lambda msg: self.status.setText(f"failed: {msg}"), what="Segment",
         )
         return self.worker
 
-    def _apply(self, image: Image, out: SegmentOutput, keep: Sequence[int]) -> None:
+    def _apply(self, image: Image, out: SegmentOutput, keep: Sequence[int],
+               overwrite: Sequence[int] = ()) -> None:
         self.last_output = out
+        self._throttle.discard()
         if image not in self.viewer.layers:
+            self.status.setText(f"{image.name} was removed during the job; result dropped")
             return
+        name = labels_name(image)
+        labels = self.viewer.layers[name] if name in self.viewer.layers else None
+        overwrite = [z for z in overwrite if z in out.slices]
+        if labels is not None and overwrite:
+            self.session.overwriting.emit(labels, list(overwrite))  # autosave backs them up
         try:
-            apply_segmentation(self.viewer, image, out, keep=keep,
-                               probability=self.prob_check.isChecked(),
-                               uncertainty=self.unc_check.isChecked())
+            labels = apply_segmentation(self.viewer, image, out, keep=keep,
+                                        probability=self.prob_check.isChecked(),
+                                        uncertainty=self.unc_check.isChecked())
         except ValueError as err:
             show_error(f"Segment: {err}")
+            self.status.setText(f"failed: {err}")
             return
         self.device_label.setText(f"using {out.device}")
         where = f"slice {out.slices[0]}" if out.is_stack and len(out.slices) == 1 else (
             f"{len(out.slices)} slices" if out.is_stack else "the image")
-        self.status.setText(f"segmented {where} on {out.device}")
+        text = f"segmented {where} on {out.device}"
+        if out.note:
+            text += f" ({out.note})"
+        if labels is not None and overwrite:
+            left = [z for z in self.session.corrected(labels) if z not in set(overwrite)]
+            self.session.set_corrected(labels, left)
+            text += (f"; slice(s) {', '.join(map(str, overwrite))} overwritten and unmarked "
+                     "(Ctrl-Z in the labels layer brings them back; autosave kept a backup)")
+        self.status.setText(text)
 
     def _on_progress(self, event: Any) -> None:
+        if isinstance(event, str):  # e.g. "colour image converted to gray ..."
+            self._note = event
+            self.status.setText(event)
+            return
         self.progress.setMaximum(max(1, int(event.total)))
         self.progress.setValue(int(event.done))
+        note = f" ({self._note})" if self._note else ""
         self.status.setText(f"slice {event.z}: tile {event.done}/{event.total}, "
-                            f"{event.elapsed:.1f} s")
+                            f"{event.elapsed:.1f} s{note}")
 
     def cancel(self, *_: Any) -> None:
         """Stop the running job; the layers keep their last state."""
@@ -323,6 +360,7 @@ class SegmentWidget(QWidget):
 
     def _on_finished(self) -> None:
         aborted = self.worker is not None and self.worker.abort_requested
+        self._throttle.discard()
         self.worker = None
         self._set_running(False)
         if aborted:

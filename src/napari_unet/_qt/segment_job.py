@@ -49,6 +49,7 @@ class SegmentOutput:
     uncertainty: dict[int, np.ndarray] = field(default_factory=dict)
     device: str = "cpu"
     is_stack: bool = False
+    note: str = ""
 
 
 def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, None, SegmentOutput]:
@@ -70,15 +71,18 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
     from ..predict import predict_iter
 
     model = version.get_model()
+    image, axis, note = model_input(req.image, model.in_channels, req.channel_axis)
+    if note:
+        yield note
     result = yield from predict_iter(
-        model, req.image, channel_axis=req.channel_axis, slices=req.slices, device=req.device,
+        model, image, channel_axis=axis, slices=req.slices, device=req.device,
         tta=req.tta, uncertainty=req.uncertainty,
     )
     probs = result.probabilities
     is_stack = probs.ndim == 4
     fg_class = min(1, probs.shape[0] - 1)
     out = SegmentOutput(list(result.slices), device=f"{result.device}, {result.precision}",
-                        is_stack=is_stack)
+                        is_stack=is_stack, note=note)
     for z in result.slices:
         p = probs[:, z] if is_stack else probs
         out.labels[z] = labels_from_probabilities(
@@ -90,6 +94,27 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
             u = result.uncertainty[z] if is_stack else result.uncertainty
             out.uncertainty[z] = np.asarray(u, np.float32)
     return out
+
+
+def model_input(image: Any, in_channels: int, channel_axis: int | None,
+                ) -> tuple[Any, int | None, str]:
+    """The image as the model takes it (:func:`napari_unet.inputs.to_model_channels`).
+
+    A colour image given to a 1-channel model becomes gray (luminance); a model with as
+    many inputs as the image has channels gets them all. Runs in the worker (a whole
+    colour stack is converted).
+
+    Returns
+    -------
+    tuple
+        ``(image, channel_axis, note)``; ``note`` says what was converted ("" if nothing).
+    """
+    from ..inputs import to_model_channels
+
+    out, axis = to_model_channels(image, in_channels, channel_axis, "auto")
+    note = (f"colour image converted to gray for a {in_channels}-channel model"
+            if np.ndim(out) < np.ndim(image) else "")
+    return out, axis, note
 
 
 def labels_name(image: Image) -> str:
@@ -124,21 +149,62 @@ def _get_or_add(
     )
 
 
-def write_slice(layer: Any, z: int | None, values: np.ndarray) -> None:
-    """Write a 2D result into slice ``z`` of ``layer`` (the whole layer when ``z`` is None)."""
-    data = np.asarray(layer.data)
-    if z is None:
-        data[...] = values
+#: Suffix of the Labels layer that holds results not written over corrected slices.
+PREVIEW_SUFFIX = "preview"
+
+
+def _offset_ids(data: np.ndarray, out: SegmentOutput, written: Sequence[int]) -> dict[int, np.ndarray]:
+    """New ids of each written slice, above every id left in the other slices."""
+    untouched = np.ones(data.shape[0], bool)
+    untouched[list(written)] = False
+    offset = max((int(data[k].max()) for k in np.flatnonzero(untouched)), default=0)
+    result = {}
+    for z in written:
+        new = out.labels[z]
+        result[z] = np.where(new > 0, new.astype(np.int64) + offset, 0)
+        offset += int(new.max())
+    return result
+
+
+def _write_labels(viewer: napari.Viewer, image: Image, name: str, out: SegmentOutput,
+                  written: Sequence[int], **kwargs: Any) -> Labels:
+    """Write the labels of ``written`` slices into the Labels layer ``name`` (undoable)."""
+    from .layer_writes import fits_dtype, write_label_slices
+
+    shape = spatial_shape(image)
+    if name not in viewer.layers:  # a new layer: nothing to undo, build it directly
+        data = np.zeros(shape, np.int32)
+        if out.is_stack:
+            for z, values in _offset_ids(data, out, written).items():
+                data[z] = values
+        elif written:
+            data[...] = out.labels[written[0]]
+        ndim = len(shape)
+        return viewer.add_labels(data, name=name, scale=tuple(image.scale)[-ndim:],
+                                 translate=tuple(image.translate)[-ndim:], **kwargs)
+    labels = _get_or_add(viewer, name, shape, np.int32, image, "labels")
+    data = np.asarray(labels.data)
+    if out.is_stack:
+        per_slice: dict[int | None, np.ndarray] = dict(_offset_ids(data, out, written))
     else:
-        data[z] = values
-    layer.data = data  # emits events.data and refreshes the display
+        per_slice = {None: out.labels[written[0]]} if written else {}
+    high = max((int(v.max()) for v in per_slice.values()), default=0)
+    if not fits_dtype(data.dtype, high) or not isinstance(labels.data, np.ndarray):
+        # ids would wrap around (or the data is not in memory): a new int32 array, which
+        # napari cannot undo
+        labels.data = np.asarray(data, np.int32)
+    write_label_slices(labels, per_slice)
+    return labels
 
 
 def apply_segmentation(
     viewer: napari.Viewer, image: Image, out: SegmentOutput, *, keep: Sequence[int] = (),
-    probability: bool = False, uncertainty: bool = True,
-) -> Labels:
+    preview: Sequence[int] = (), probability: bool = False, uncertainty: bool = True,
+) -> Labels | None:
     """Put the results into the Labels layer ``f"{image.name} labels"`` (and optional layers).
+
+    Only the pixels that change are written, through the layer's ``data_setitem``, as one
+    undo step: Ctrl-Z in the Labels layer restores what was there before.
 
     Parameters
     ----------
@@ -149,33 +215,30 @@ def apply_segmentation(
     out : SegmentOutput
         The worker's result.
     keep : sequence of int
-        Slices not to overwrite (corrected slices the user did not confirm).
+        Slices not to write at all.
+    preview : sequence of int
+        Slices (corrected ones) whose result goes into the Labels layer
+        ``f"{image.name} preview"`` instead, so that the corrections stay as they are.
     probability, uncertainty : bool
         Also add/update ``"<image> probability"`` and ``"<image> uncertainty"``.
 
     Returns
     -------
-    napari.layers.Labels
-        The labels layer.
+    napari.layers.Labels or None
+        The labels layer (None when every slice went to the preview or was kept).
     """
+    from .layer_writes import write_image_slices
+
+    aside = [z for z in out.slices if z in set(preview) and z not in set(keep)]
+    written = [z for z in out.slices if z not in set(keep) and z not in set(aside)]
+    name = labels_name(image)
+    labels = None
+    if written or name in viewer.layers:
+        labels = _write_labels(viewer, image, name, out, written)
+    if aside:
+        _write_labels(viewer, image, f"{image.name} {PREVIEW_SUFFIX}", out, aside,
+                      opacity=0.6, contour=1)
     shape = spatial_shape(image)
-    labels = _get_or_add(viewer, labels_name(image), shape, np.int32, image, "labels")
-    data = np.asarray(labels.data)
-    if data.dtype.itemsize < 4:  # ids add up across the stack: no silent wrap-around
-        data = data.astype(np.int32)
-    written = [z for z in out.slices if z not in keep]
-    if out.is_stack:
-        # new ids start above every id left in the other slices: unique across the stack
-        untouched = np.ones(data.shape[0], bool)
-        untouched[written] = False
-        offset = max((int(data[k].max()) for k in np.flatnonzero(untouched)), default=0)
-        for z in written:
-            new = out.labels[z]
-            data[z] = np.where(new > 0, new + offset, 0)
-            offset += int(new.max())
-    elif written:
-        data[...] = out.labels[written[0]]
-    labels.data = data
     layers = []
     if probability and out.foreground:
         layers.append(("probability", out.foreground, dict(colormap="magma", blending="additive",
@@ -186,14 +249,12 @@ def apply_segmentation(
     for suffix, per_slice, kwargs in layers:
         layer = _get_or_add(viewer, f"{image.name} {suffix}", shape, np.float32, image, "image",
                             **kwargs)
-        arr = np.asarray(layer.data)
-        for z, values in per_slice.items():
-            arr[z if out.is_stack else ...] = values
+        write_image_slices(layer, {(z if out.is_stack else None): v for z, v in per_slice.items()})
         done = set(layer.metadata.get(PREDICTED_KEY, [])) | set(per_slice)
         layer.metadata[PREDICTED_KEY] = sorted(int(z) for z in done)
-        layer.data = arr
         if suffix == "uncertainty":
-            hi = float(arr.max())
+            hi = max(float(layer.contrast_limits[1]) if len(done) > len(per_slice) else 0.0,
+                     max(float(v.max()) for v in per_slice.values()))
             layer.contrast_limits = (0.0, hi if hi > 0 else 1.0)
     return labels
 

@@ -90,6 +90,9 @@ class Session(QObject):
     current_changed = Signal(str)
     #: The corrected-slice marks of a Labels layer changed (the layer).
     corrected_changed = Signal(object)
+    #: Corrected slices of a Labels layer are about to be overwritten (the layer, the
+    #: slices): autosave keeps a backup of them first.
+    overwriting = Signal(object, object)
 
     def __init__(self) -> None:
         super().__init__()

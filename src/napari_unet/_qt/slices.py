@@ -11,8 +11,10 @@ from qtpy.QtWidgets import QListWidget, QListWidgetItem, QWidget
 class SliceList(QListWidget):
     """One checkable row per annotated or corrected slice.
 
-    By default the corrected slices are ticked (or every annotated slice when none is
-    marked); the user's own ticks are kept across refreshes.
+    Only the slices marked as corrected are ticked by default: a slice that holds labels
+    but was never marked may be the model's own prediction, and training on it teaches
+    the model its own mistakes. The user may tick such slices (the dock then warns); the
+    user's own ticks are kept across refreshes.
 
     Parameters
     ----------
@@ -54,7 +56,7 @@ class SliceList(QListWidget):
             item = QListWidgetItem(text, self)
             item.setData(Qt.ItemDataRole.UserRole, z)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            default = (z in marked) if marked else True
+            default = z in marked
             checked = self._manual.get(z, default)
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
         self._filling = False

@@ -1,8 +1,11 @@
 """The Border weights dock: show the loss weight map ``w`` and the distances ``d1``, ``d2``.
 
 ``w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))**2 / (2 sigma**2))`` (Ronneberger et al.,
-Eq. 2). The layers follow the labels as they are painted: changes are debounced
-(300 ms) and recomputed in a worker, for stacks on the current slice only.
+Eq. 2). The layers are added only when the user presses Compute; once there they follow
+the labels as they are painted (debounced, 300 ms, recomputed in a worker; stacks on the
+current slice only). The dock never changes the selected layer: the layers go below the
+Labels layer, additively blended, so that the image and the labels stay visible and the
+brush keeps painting into the Labels layer.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Labels
+from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
@@ -25,7 +28,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .common import LayerCombo, connect_event, current_slice, spatial_ndim, start_job
+from .common import LayerCombo, connect_event, current_slice, prefer_labels, spatial_ndim, start_job
+from .layer_writes import write_image_slices
 
 if TYPE_CHECKING:
     import napari
@@ -76,7 +80,8 @@ class BorderWeightsWidget(QWidget):
         self._watched: Labels | None = None
         self._last_z: int | None = None
 
-        self.labels_combo = LayerCombo(napari_viewer, Labels, self)
+        self.labels_combo = LayerCombo(napari_viewer, Labels, self,
+                                       prefer=prefer_labels(napari_viewer))
         self.w0_spin = QDoubleSpinBox(self)
         self.w0_spin.setRange(0.0, 1000.0)
         self.w0_spin.setValue(10.0)
@@ -92,6 +97,7 @@ class BorderWeightsWidget(QWidget):
         self.ignore_spin.setSpecialValueText("none")
         self.ignore_spin.setToolTip("Label value marking unannotated pixels (weight 0)")
         self.auto_check = QCheckBox("update while painting", self)
+        self.auto_check.setToolTip("Once computed, follow the painting (adds no layer by itself)")
         self.auto_check.setChecked(True)
         self.compute_button = QPushButton("Compute", self)
         self.status = QLabel("", self)
@@ -139,13 +145,12 @@ class BorderWeightsWidget(QWidget):
             layer.events.data.connect(self.schedule)
 
     def schedule(self, *_: Any) -> None:
-        """Recompute after the labels stop changing for 300 ms (when auto-update is on)."""
-        if self.auto_check.isChecked():
+        """Recompute after the labels stop changing for 300 ms (auto-update on, layers shown)."""
+        if self.auto_check.isChecked() and W_NAME in self.viewer.layers:
             self.timer.start()
 
     def _schedule_if_shown(self, *_: Any) -> None:
-        if W_NAME in self.viewer.layers:
-            self.schedule()
+        self.schedule()
 
     def _on_step(self, *_: Any) -> None:
         layer = self.labels_combo.layer()
@@ -209,18 +214,20 @@ class BorderWeightsWidget(QWidget):
         shape = tuple(labels.data.shape)
         if name in self.viewer.layers and tuple(self.viewer.layers[name].data.shape) == shape:
             layer = self.viewer.layers[name]
-            data = np.asarray(layer.data)
+            write_image_slices(layer, {z: values})
         else:
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+            layers = self.viewer.layers
+            selected, active = set(layers.selection), layers.selection.active
+            if name in layers:
+                layers.remove(name)
             data = np.zeros(shape, np.float32)
-            layer = self.viewer.add_image(
-                data, name=name, colormap=cmap, visible=visible, blending="translucent",
-                gamma=gamma, scale=tuple(labels.scale), translate=tuple(labels.translate),
-            )
-        if z is None:
-            data[...] = values
-        else:
-            data[z] = values
-        layer.data = data
+            data[... if z is None else z] = values
+            layer = Image(data, name=name, colormap=cmap, visible=visible, blending="additive",
+                          opacity=0.7, gamma=gamma, scale=tuple(labels.scale),
+                          translate=tuple(labels.translate), contrast_limits=limits)
+            below = layers.index(labels) if labels in layers else len(layers)
+            layers.insert(below, layer)  # under the Labels layer: the brush stays on it
+            layers.selection.clear()
+            layers.selection.update(selected)  # the user's selection, exactly as it was
+            layers.selection.active = active
         layer.contrast_limits = limits
