@@ -82,3 +82,39 @@ def test_weights_without_labels_layer_notifies(make_napari_viewer):
     n = len(notification_manager.records)
     assert widget.compute() is None
     assert any("Labels" in r.message for r in notification_manager.records[n:])
+
+
+def test_weights_never_take_the_selection_nor_add_layers_by_themselves(make_napari_viewer,
+                                                                       qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="image")
+    lab = np.zeros((64, 64), np.int32)
+    lab[10:25, 10:25] = 1
+    layer = viewer.add_labels(lab, name="cells")
+    viewer.layers.selection.active = layer
+    layer.mode = "paint"
+    widget = _dock(viewer, "cells")
+    assert widget.auto_check.isChecked()
+    # painting before the user asked for the maps adds nothing
+    ys, xs = np.mgrid[40:50, 40:50]
+    layer.data_setitem((ys.ravel(), xs.ravel()), 2)
+    assert not widget.timer.isActive() and "w" not in viewer.layers
+    with qtbot.waitSignal(widget.updated, timeout=TIMEOUT):
+        widget.compute()
+    names = [lay.name for lay in viewer.layers]
+    assert names.index("w") < names.index("cells") and names.index("d1") < names.index("cells")
+    assert viewer.layers.selection.active is layer and set(viewer.layers.selection) == {layer}
+    assert viewer.layers["w"].blending == "additive" and layer.mode == "paint"
+    # the next stroke updates the maps and still leaves the selection alone
+    with qtbot.waitSignal(widget.updated, timeout=TIMEOUT):
+        layer.data_setitem((ys.ravel(), xs.ravel() - 30), 3)
+    assert viewer.layers.selection.active is layer
+    np.testing.assert_allclose(viewer.layers["w"].data, border_weight_map(layer.data),
+                               rtol=1e-6)
+
+
+def test_weights_default_layer_is_not_a_hidden_one(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "nuclei")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Border weights")
+    assert widget.labels_combo.layer() is None

@@ -96,6 +96,7 @@ class Autosaver(QObject):
         self.last_copied: list[int] = []
         self._mirror: np.ndarray | None = None
         self._queued: dict[str, Any] | None = None
+        self._marks: set[int] = set()
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(DEBOUNCE_MS)
@@ -116,6 +117,7 @@ class Autosaver(QObject):
                 emitter.disconnect(self.schedule)
         self.labels, self.image = labels, image
         self._mirror = None
+        self._marks = set(get_session().corrected(labels)) if labels is not None else set()
         if labels is not None:
             connect_event(self, labels.events.paint, self.schedule)
             connect_event(self, labels.events.data, self.schedule)
@@ -133,8 +135,11 @@ class Autosaver(QObject):
             self.timer.start()
 
     def _on_marks(self, layer: Any) -> None:
+        """Save at once; keep a backup when a slice was newly marked as corrected."""
         if self.enabled and same_layer(layer, self.labels):
-            self.save_now(backup=True)
+            marks = set(get_session().corrected(layer))
+            self.save_now(backup=bool(marks - self._marks))
+            self._marks = marks
 
     def _on_overwriting(self, layer: Any, slices: Any) -> None:
         """Back up the corrected slices as they are, before Segment replaces them."""

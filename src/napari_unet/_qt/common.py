@@ -8,6 +8,7 @@ cancel, and a clean stop when the dock or the viewer window goes away).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.qt.threading import GeneratorWorker, thread_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QEvent, QObject, QThreadPool, QTimer, Signal
+from qtpy.QtCore import QEvent, QEventLoop, QObject, QThreadPool, QTimer, Signal
 from qtpy.QtWidgets import QApplication, QComboBox, QWidget
 
 if TYPE_CHECKING:
@@ -46,12 +47,19 @@ def stop_all_jobs(wait_ms: int = QUIT_WAIT_MS) -> bool:
     bool
         Whether every worker thread ended in time.
     """
-    for worker in list(RUNNING):
-        try:
-            worker.quit()
-        except RuntimeError:
-            pass
-    return bool(QThreadPool.globalInstance().waitForDone(int(wait_ms)))
+    deadline = time.monotonic() + wait_ms / 1000
+    pool = QThreadPool.globalInstance()
+    while RUNNING and time.monotonic() < deadline:
+        for worker in list(RUNNING):
+            try:
+                worker.quit()
+            except RuntimeError:
+                RUNNING.discard(worker)
+        # a worker may still wait for its (queued) start: let it start, see the request
+        # and finish, so that no thread outlives the Qt objects it reports to
+        QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        pool.waitForDone(50)
+    return not RUNNING and bool(pool.waitForDone(max(0, int(1000 * (deadline - time.monotonic())))))
 
 
 _QUIT_HOOKED = [False]
@@ -316,8 +324,9 @@ def prefer_labels(viewer: napari.Viewer, first: Callable[[], str | None] = lambd
                   ) -> Callable[[list[Layer]], Layer | None]:
     """A ``prefer`` for :class:`LayerCombo` of Labels layers.
 
-    The layer named ``first()`` (the one Segment writes), else the selected Labels layer,
-    else the first visible one; never a hidden layer (e.g. a sample's ground truth).
+    The layer named ``first()`` (the one Segment writes), else the selected Labels layer
+    when it is visible, else the first visible one; never a hidden layer (e.g. a sample's
+    ground truth, which napari selects when the sample opens).
     """
 
     def choose(layers: list[Layer]) -> Layer | None:
@@ -326,7 +335,7 @@ def prefer_labels(viewer: napari.Viewer, first: Callable[[], str | None] = lambd
         if name and name in by_name:
             return by_name[name]
         active = viewer.layers.selection.active
-        if active is not None and any(lay is active for lay in layers):
+        if active is not None and active.visible and any(lay is active for lay in layers):
             return active
         return next((lay for lay in layers if lay.visible), None)
 

@@ -189,6 +189,7 @@ class CorrectionPanel(QGroupBox):
             return None
         from napari.utils.action_manager import action_manager
 
+        labels.visible = True  # painting into a hidden layer shows nothing
         self.viewer.layers.selection.active = labels
         try:
             action_manager.trigger(NEW_LABEL_ACTION)  # acts on the active Labels layer

@@ -180,8 +180,11 @@ def _write_labels(viewer: napari.Viewer, image: Image, name: str, out: SegmentOu
         elif written:
             data[...] = out.labels[written[0]]
         ndim = len(shape)
-        return viewer.add_labels(data, name=name, scale=tuple(image.scale)[-ndim:],
-                                 translate=tuple(image.translate)[-ndim:], **kwargs)
+        contour = kwargs.pop("contour", 0)
+        layer = viewer.add_labels(data, name=name, scale=tuple(image.scale)[-ndim:],
+                                  translate=tuple(image.translate)[-ndim:], **kwargs)
+        layer.contour = contour
+        return layer
     labels = _get_or_add(viewer, name, shape, np.int32, image, "labels")
     data = np.asarray(labels.data)
     if out.is_stack:
