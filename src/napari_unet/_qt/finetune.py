@@ -322,8 +322,10 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
             return
         self.progress.setMaximum(int(event.steps))
         self.progress.setValue(int(event.step))
-        self.status.setText(f"step {event.step}/{event.steps}: loss {event.loss:.4f} "
-                            f"({event.elapsed:.1f} s)")
+        # in the bar, not the status line: a wrapped label's new text re-lays out the
+        # whole window (tens of ms each time)
+        self.progress.setFormat(f"step {event.step}/{event.steps}: loss {event.loss:.4f} "
+                                f"({event.elapsed:.0f} s)")
 
     def _on_trained(self, result: Any, parent: str, slices: list[int]) -> None:
         """Add the new version; make it current only when its self-check beat the parent."""
@@ -365,3 +367,5 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
+        if not running:
+            self.progress.setFormat("%p%")

@@ -342,15 +342,20 @@ class SegmentWidget(QWidget):
         self.status.setText(text)
 
     def _on_progress(self, event: Any) -> None:
-        if isinstance(event, str):  # e.g. "colour image converted to gray ..."
-            self._note = event
-            self.status.setText(event)
+        if isinstance(event, str):  # "colour image converted to gray ..." or a stage
+            if "converted" in event:
+                self._note = event
+                self.status.setText(event)
+            else:
+                self.progress.setFormat(event)
             return
         self.progress.setMaximum(max(1, int(event.total)))
         self.progress.setValue(int(event.done))
         note = f" ({self._note})" if self._note else ""
-        self.status.setText(f"slice {event.z}: tile {event.done}/{event.total}, "
-                            f"{event.elapsed:.1f} s{note}")
+        # in the bar, not the status line: a wrapped label's new text re-lays out the
+        # whole window (tens of ms each time)
+        self.progress.setFormat(f"slice {event.z}: tile {event.done}/{event.total}, "
+                                f"{event.elapsed:.0f} s{note}")
 
     def cancel(self, *_: Any) -> None:
         """Stop the running job; the layers keep their last state."""
@@ -371,6 +376,7 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(running)
         if not running:
             self.progress.setValue(self.progress.maximum() if self.progress.value() else 0)
+            self.progress.setFormat("%p%")
 
     # --- review --------------------------------------------------------------------
     def go_to_next_slice(self, *_: Any) -> int | None:

@@ -50,6 +50,7 @@ class SegmentOutput:
     device: str = "cpu"
     is_stack: bool = False
     note: str = ""
+    stack: np.ndarray | None = None  # every slice's labels, when the whole stack was predicted
 
 
 def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, None, SegmentOutput]:
@@ -83,16 +84,26 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
     fg_class = min(1, probs.shape[0] - 1)
     out = SegmentOutput(list(result.slices), device=f"{result.device}, {result.precision}",
                         is_stack=is_stack, note=note)
+    running = 0  # ids unique across the predicted slices, made here rather than in the GUI
     for z in result.slices:
         p = probs[:, z] if is_stack else probs
-        out.labels[z] = labels_from_probabilities(
+        lab = np.asarray(labels_from_probabilities(
             p, threshold=req.threshold, fg_class=fg_class, watershed=req.watershed,
             min_size=req.min_size, fill=req.fill, seed_threshold=req.seed_threshold,
-        )
+        ), np.int32)
+        high = int(lab.max()) if lab.size else 0
+        if running and high:
+            lab[lab > 0] += running
+        running += high
+        out.labels[z] = lab
         out.foreground[z] = p[fg_class].astype(np.float32, copy=False)
         if result.uncertainty is not None:
             u = result.uncertainty[z] if is_stack else result.uncertainty
             out.uncertainty[z] = np.asarray(u, np.float32)
+        yield f"post-processed slice {z}"  # Cancel is honoured between slices
+    if is_stack and len(out.slices) == probs.shape[1]:  # the whole stack, as the new layer
+        out.stack = np.stack([out.labels[z] for z in range(probs.shape[1])])
+        out.labels = {z: out.stack[z] for z in range(probs.shape[1])}
     return out
 
 
@@ -154,15 +165,21 @@ PREVIEW_SUFFIX = "preview"
 
 
 def _offset_ids(data: np.ndarray, out: SegmentOutput, written: Sequence[int]) -> dict[int, np.ndarray]:
-    """New ids of each written slice, above every id left in the other slices."""
+    """New ids of each written slice, above every id left in the other slices.
+
+    The worker made the ids unique across the predicted slices; here they are only moved
+    above the ids of the slices not written (nothing to do for a new layer).
+    """
     untouched = np.ones(data.shape[0], bool)
     untouched[list(written)] = False
     offset = max((int(data[k].max()) for k in np.flatnonzero(untouched)), default=0)
+    if not offset:
+        return {z: out.labels[z] for z in written}
     result = {}
     for z in written:
-        new = out.labels[z]
-        result[z] = np.where(new > 0, new.astype(np.int64) + offset, 0)
-        offset += int(new.max())
+        new = np.array(out.labels[z], np.int64)
+        new[new > 0] += offset
+        result[z] = new
     return result
 
 
@@ -173,11 +190,12 @@ def _write_labels(viewer: napari.Viewer, image: Image, name: str, out: SegmentOu
 
     shape = spatial_shape(image)
     if name not in viewer.layers:  # a new layer: nothing to undo, build it directly
-        data = np.zeros(shape, np.int32)
-        if out.is_stack:
+        whole = out.stack is not None and len(written) == len(out.stack)
+        data = out.stack if whole else np.zeros(shape, np.int32)
+        if out.is_stack and not whole:
             for z, values in _offset_ids(data, out, written).items():
                 data[z] = values
-        elif written:
+        elif not out.is_stack and written:
             data[...] = out.labels[written[0]]
         ndim = len(shape)
         contour = kwargs.pop("contour", 0)
