@@ -115,7 +115,6 @@ def run(out: Path, steps: int) -> None:
         ft = w["Fine-tune"]
         ft.image_combo.set_layer("nuclei")
         ft.labels_combo.set_layer("nuclei ground truth")
-        ft.confirm_overwrite = lambda slices: False
         for z in (0, 2):
             viewer.dims.set_current_step(0, z)
             ft.correction.toggle_mark()
