@@ -286,7 +286,7 @@ def finetune_round(
     model.eval()  # fine_tune trained ``model`` in place
     yield "re-tuning the post-processing and comparing with the parent"
     check: CheckResult = yield from score_blocks(parent, model, imgs, labs, boxes, dev,
-                                                 cfg.retune, parent_probs)
+                                                 cfg.retune)
     accepted = check.better
     n = max(1, len(losses) // 10)
     report = RoundReport(

@@ -98,34 +98,64 @@ def _candidates(settings: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _block_score(settings: dict[str, Any], probs: Sequence[np.ndarray],
-                 labels: Sequence[np.ndarray], boxes: Sequence[Box | None]) -> float:
+Region = tuple[np.ndarray, np.ndarray, Box]  # probabilities, truth, the box inside them
+
+
+def _block_score(settings: dict[str, Any], regions: Sequence[Region]) -> float:
     vals = []
-    for p, lab, box in zip(probs, labels, boxes, strict=True):
-        outer, inner = _with_margin(box, lab.shape)
-        seg = labels_from_probabilities(p[(slice(None), *outer)], **settings)[inner]
-        truth = lab[outer][inner]
-        vals.append(adapted_rand(truth, seg) if settings["fill"] else match_f1(truth, seg)["f1"])
+    for p, truth, inner in regions:
+        seg = labels_from_probabilities(p, **settings)[inner]
+        vals.append(adapted_rand(truth[inner], seg) if settings["fill"]
+                    else match_f1(truth[inner], seg)["f1"])
     return float(np.mean(vals))
 
 
-def _with_margin(box: Box | None, shape: tuple[int, ...], margin: int = 48) -> tuple[Box, Box]:
-    """The box grown by ``margin`` (post-processing context) and the box inside that."""
+def _grow(box: Box | None, shape: tuple[int, ...], margin: int) -> tuple[Box, Box]:
+    """``box`` grown by ``margin`` within ``shape``, and the box's place inside that."""
     if box is None:
-        return (slice(None), slice(None)), (slice(None), slice(None))
+        return (slice(0, shape[-2]), slice(0, shape[-1])), (slice(None), slice(None))
     outer = tuple(slice(max(0, b.start - margin), min(n, b.stop + margin))
                   for b, n in zip(box, shape[-2:], strict=True))
     inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer,
                                                                              strict=True))
-    return outer, inner
+    return outer, inner  # type: ignore[return-value]
 
 
-def tune_postprocess(settings: dict[str, Any], probs: Sequence[np.ndarray],
-                     labels: Sequence[np.ndarray], boxes: Sequence[Box | None],
+def predict_regions(model: Any, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                    boxes: Sequence[Box | None], device: str, margin: int = 48,
+                    ) -> Generator[str, None, list[Region]]:
+    """Predict each held-back box as the user would (the model's TTA), with context.
+
+    The image is cut to the box grown by ``margin`` plus the network's halo, so that the
+    box and a ``margin`` around it (for the post-processing) see the context they see in a
+    whole-slice prediction; the probabilities and truth of box + ``margin`` are returned.
+    """
+    from .predict import predict_iter, recommended_tta
+
+    out = []
+    for i, (img, lab, box) in enumerate(zip(images, labels, boxes, strict=True), 1):
+        outer, inner = _grow(box, lab.shape, margin)
+        ctx, _ = _grow(outer, lab.shape, model.halo)
+        gen = predict_iter(model, img[(slice(None), *ctx)], channel_axis=0,
+                           tta=recommended_tta(model), device=device)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                p = stop.value.probabilities
+                break
+            yield f"checking held-back part {i}/{len(images)}"
+        y0, x0 = outer[0].start - ctx[0].start, outer[1].start - ctx[1].start
+        ny, nx = outer[0].stop - outer[0].start, outer[1].stop - outer[1].start
+        out.append((p[:, y0 : y0 + ny, x0 : x0 + nx], lab[outer], inner))
+    return out
+
+
+def tune_postprocess(settings: dict[str, Any], regions: Sequence[Region],
                      ) -> tuple[dict[str, Any], float]:
-    """The candidate settings that score best on the boxes, and their score."""
+    """The candidate settings that score best on the regions' boxes, and their score."""
     sign = -1.0 if settings["fill"] else 1.0
-    scored = [(sign * _block_score(c, probs, labels, boxes), i, c)
+    scored = [(sign * _block_score(c, regions), i, c)
               for i, c in enumerate(_candidates(settings))]
     best = max(scored, key=lambda s: (s[0], -abs(s[2]["threshold"] - settings["threshold"])))
     return best[2], sign * best[0]
@@ -144,36 +174,31 @@ class CheckResult:
 
 def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  labels: Sequence[np.ndarray], boxes: Mapping[int, Box], device: str,
-                 retune: bool = True, parent_probs: Sequence[np.ndarray] | None = None,
-                 ) -> Generator[str, None, CheckResult]:
+                 retune: bool = True) -> Generator[str, None, CheckResult]:
     """Score both models on the held-back blocks (whole slices when none is held back).
 
-    With ``retune`` each model's seed thresholds are tuned on the blocks first (the same
-    candidates for both, so the comparison stays even); the new model keeps its tuned
-    settings. The new model is ``better`` when its score beats the parent's, ties broken by
-    the pixel agreement. ``parent_probs``: the parent's predictions, if already made.
+    Each is predicted as the user would predict (its TTA recommendation). With ``retune``
+    each model's thresholds are tuned on the blocks first (the same candidates for both,
+    so the comparison stays even); the new model keeps its tuned settings. The new model
+    is ``better`` when its score beats the parent's, ties broken by the pixel agreement.
     """
     settings = postprocess_settings(parent)
     fill = bool(settings["fill"])
     bxs = [boxes.get(i) for i in range(len(labels))]
-    p_probs = parent_probs if parent_probs is not None else \
-        (yield from predict_slices(parent, images, device))
-    n_probs = yield from predict_slices(new, images, device)
+    p_reg = yield from predict_regions(parent, images, labels, bxs, device)
+    n_reg = yield from predict_regions(new, images, labels, bxs, device)
     if retune:
-        _, p_score = tune_postprocess(settings, p_probs, labels, bxs)
-        n_set, n_score = tune_postprocess(settings, n_probs, labels, bxs)
+        _, p_score = tune_postprocess(settings, p_reg)
+        n_set, n_score = tune_postprocess(settings, n_reg)
     else:
         n_set = settings
-        p_score = _block_score(settings, p_probs, labels, bxs)
-        n_score = _block_score(settings, n_probs, labels, bxs)
+        p_score, n_score = _block_score(settings, p_reg), _block_score(settings, n_reg)
     gain = (p_score - n_score) if fill else (n_score - p_score)
     if abs(gain) < 1e-9:
-        def pix(model: Any, probs: Sequence[np.ndarray]) -> float:
+        def pix(model: Any, regions: Sequence[Region]) -> float:
             return float(np.mean([_balanced_accuracy(
-                p[1][b or (slice(None), slice(None))],
-                _fg_truth(model, lab)[b or (slice(None), slice(None))],
-                np.ones_like(lab[b or (slice(None), slice(None))], bool))
-                for p, lab, b in zip(probs, labels, bxs, strict=True)]))
-        gain = pix(new, n_probs) - pix(parent, p_probs)
+                p[1][inner], _fg_truth(model, truth)[inner], np.ones_like(truth[inner], bool))
+                for p, truth, inner in regions]))
+        gain = pix(new, n_reg) - pix(parent, p_reg)
     return CheckResult("adapted Rand error" if fill else "F1", p_score, n_score, gain > 0,
                        n_set)
