@@ -291,8 +291,8 @@ def finetune_round(
     n = max(1, len(losses) // 10)
     report = RoundReport(
         metric=check.metric, parent_score=check.parent_score, new_score=check.new_score,
-        accepted=accepted, held_back=bool(boxes), inverted=flip, anchored=len(anchors or [])
-        if use_anchors else 0, steps=len(losses), seconds=time.perf_counter() - t0,
+        accepted=accepted, held_back=bool(boxes), inverted=flip, anchored=len(prepared.images)
+        if prepared is not None else 0, steps=len(losses), seconds=time.perf_counter() - t0,
         n_slices=len(imgs), loss_first=float(np.mean(losses[:n])) if losses else float("nan"),
         loss_last=float(np.mean(losses[-n:])) if losses else float("nan"),
         postprocess=check.new_postprocess)
