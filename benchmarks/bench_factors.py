@@ -33,7 +33,8 @@ def old_defaults() -> RoundConfig:
     the parent's polarity and thresholds, anchors whatever the parent's quality."""
     return RoundConfig(train=TrainConfig(steps=100, lr=1e-3, optimizer="sgd", warmup=0.0,
                                          tile=256, batch_size=1, weight_decay=0.0),
-                       polarity="keep", retune=False, anchor_min_agreement=0.0)
+                       polarity="keep", retune=False, anchor_min_f1=0.0,
+                       anchor_max_rand=1.0)
 
 
 def rows() -> dict[str, RoundConfig]:
@@ -56,7 +57,9 @@ def rows() -> dict[str, RoundConfig]:
     vary("no_class_balance", class_balance=False)
     vary("w0_0", w0=0.0)
     vary("no_augment", augment=AugmentConfig(enabled=False))
-    vary("always_anchor", anchor_min_agreement=0.0)
+    vary("always_anchor", anchor_min_f1=0.0, anchor_max_rand=1.0)
+    vary("never_anchor", anchor_weight=0.0)
+    vary("lr1e-3", lr=1e-3)
     vary("no_holdout", holdout=0.0)
     return out
 

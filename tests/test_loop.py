@@ -158,14 +158,14 @@ def test_colour_images_become_what_the_model_takes():
         to_model_channels(rgb, 1, channel=5)
 
 
-def test_anchors_are_used_only_where_the_parent_agrees_with_the_corrections(net, monkeypatch):
+def test_anchors_are_used_only_where_the_parent_already_segments_the_corrections(net, monkeypatch):
     from napari_unet import loop
 
     img, lab = _blobs(0)
     free = [_blobs(s)[0] for s in (3, 4)]
     _, res = _run(finetune_round(net, img, lab, _cfg(steps=2, polarity="keep"), anchors=free))
     assert res.report.anchored == 0  # an untrained parent disagrees: no anchoring
-    monkeypatch.setattr(loop, "pixel_agreement", lambda *a, **k: 0.95)
+    monkeypatch.setattr(loop, "parent_quality", lambda *a, **k: 0.95)
     _, res = _run(finetune_round(net, img, lab, _cfg(steps=2, polarity="keep"), anchors=free))
     assert res.report.anchored == 2 and res.model.record["anchor_slices"] == 2
 

@@ -10,7 +10,7 @@ user corrected and
    corrections (a fluorescence starter on dark nuclei over a bright background), the new
    version inverts its input (``Normalization.invert``);
 3. **anchors** on uncorrected slices of the same data only where the parent already
-   agrees with the corrections (anchoring a wrong parent would pull towards its errors);
+   segments the corrected slices well (anchoring a wrong parent holds it to its errors);
 4. **trains** (:func:`napari_unet.train.fine_tune`, AdamW with warm-up, steps scaled to the
    amount of corrected data);
 5. **re-tunes the post-processing** of both the parent and the new version on the held-back
@@ -37,7 +37,15 @@ from . import __version__
 from .anchor import Anchors, prepare_anchors
 from .inputs import as_image_view
 from .model import UNet
-from .selfcheck import CheckResult, holdout_box, pixel_agreement, predict_slices, score_blocks
+from .postprocess import postprocess_settings
+from .selfcheck import (
+    CheckResult,
+    holdout_box,
+    parent_quality,
+    pixel_agreement,
+    predict_slices,
+    score_blocks,
+)
 from .train import TrainConfig, annotated_slices, fine_tune
 
 
@@ -69,9 +77,10 @@ class RoundConfig:
         Re-tune the post-processing thresholds on the held-back blocks.
     n_anchors : int
         Uncorrected slices of the same stack that anchor the parent's predictions.
-    anchor_min_agreement : float
-        Anchor only when the parent's pixel agreement with the corrections (balanced
-        accuracy) is at least this.
+    anchor_min_f1, anchor_max_rand : float
+        Anchor only when the parent (with the chosen polarity) already segments the
+        corrected slices this well: F1 at least ``anchor_min_f1`` (objects), adapted Rand
+        error at most ``anchor_max_rand`` (cells that fill the image).
     invert_margin : float
         How much better the inverted input must agree for ``polarity="auto"`` to invert.
     """
@@ -85,7 +94,8 @@ class RoundConfig:
     start: str = "parent"
     retune: bool = True
     n_anchors: int = 3
-    anchor_min_agreement: float = 0.9
+    anchor_min_f1: float = 0.8
+    anchor_max_rand: float = 0.1
     invert_margin: float = 0.05
 
     def __post_init__(self) -> None:
@@ -260,10 +270,14 @@ def finetune_round(
         flipped_probs = yield from predict_slices(flipped, imgs, dev)
         agree_inv = pixel_agreement(flipped, flipped_probs, labs, boxes)
         flip = agree_inv > agree + cfg.invert_margin
-        agree = max(agree, agree_inv) if flip else agree
+        if flip:
+            parent_probs = flipped_probs
     model = _with_polarity(start, not start.config.normalization.get("invert", False)) \
         if flip else start
-    use_anchors = cfg.start == "parent" and agree >= cfg.anchor_min_agreement and anchors
+    quality = parent_quality(parent, parent_probs, labs)
+    good = quality <= cfg.anchor_max_rand if postprocess_settings(parent)["fill"] \
+        else quality >= cfg.anchor_min_f1
+    use_anchors = cfg.start == "parent" and good and anchors
     train_cfg = copy.deepcopy(cfg.train)
     train_cfg.steps = cfg.steps_for([lab.size for lab in labs])
     if not use_anchors:

@@ -88,6 +88,17 @@ def pixel_agreement(model: Any, probs: Sequence[np.ndarray], labels: Sequence[np
     return float(np.mean(scores))
 
 
+def parent_quality(model: Any, probs: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                   ) -> float:
+    """How well ``model`` segments the corrected slices as it is (its stored settings).
+
+    Mean F1, or adapted Rand error for models whose cells fill the image.
+    """
+    whole = (slice(None), slice(None))
+    return _block_score(postprocess_settings(model), [(p, lab, whole) for p, lab in
+                                                      zip(probs, labels, strict=True)])
+
+
 def _candidates(settings: dict[str, Any]) -> list[dict[str, Any]]:
     if settings["fill"]:
         return [{**settings, "threshold": t} for t in THRESHOLDS]
