@@ -164,12 +164,23 @@ def predict_regions(model: Any, images: Sequence[np.ndarray], labels: Sequence[n
 
 def tune_postprocess(settings: dict[str, Any], regions: Sequence[Region],
                      ) -> tuple[dict[str, Any], float]:
-    """The candidate settings that score best on the regions' boxes, and their score."""
+    """The candidate settings that score best on the regions' boxes, and their score.
+
+    Ties (frequent on small blocks: F1 1.0 for many settings) go to the candidate closest
+    to ``settings``, so that a block that cannot tell keeps what the model had.
+    """
     sign = -1.0 if settings["fill"] else 1.0
-    scored = [(sign * _block_score(c, regions), i, c)
-              for i, c in enumerate(_candidates(settings))]
-    best = max(scored, key=lambda s: (s[0], -abs(s[2]["threshold"] - settings["threshold"])))
-    return best[2], sign * best[0]
+
+    def distance(c: dict[str, Any]) -> float:
+        seeds = (c.get("seed_threshold"), settings.get("seed_threshold"))
+        d_seed = 0.0 if seeds[0] == seeds[1] else 1.0 if None in seeds else \
+            abs(seeds[0] - seeds[1])
+        return abs(c["threshold"] - settings["threshold"]) + d_seed
+
+    scored = [(sign * _block_score(c, regions), -distance(c), i, c)
+              for i, c in enumerate([settings, *_candidates(settings)])]
+    best = max(scored, key=lambda s: (round(s[0], 9), s[1], -s[2]))
+    return best[3], sign * best[0]
 
 
 @dataclass
