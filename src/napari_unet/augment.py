@@ -195,6 +195,10 @@ def elastic_deform(
         others become float32; labels keep their dtype. ``weights`` is ``None`` if given
         as ``None``. The inputs are not modified.
     """
+    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 1:
+        raise ValueError(f"grid must be a positive integer, got {grid!r}")
+    if not (np.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be a finite number >= 0, got {sigma}")
     image, labels, weights = _check(image, labels, weights)
     disp = displacement_field(labels.shape, grid, sigma, rng)
     ys, xs = _coordinates(labels.shape, np.eye(2), np.zeros(2), disp)

@@ -30,6 +30,7 @@ from .samples import (  # noqa: F401  (annotated_slices and target_expansion: pu
     prepare_samples,
     target_expansion,
 )
+from .weights import check_weight_params
 
 #: Architecture used when training from scratch (CLI without ``--model``).
 DEFAULT_ARCHITECTURE: dict[str, Any] = {"depth": 4, "base_channels": 16, "padding": "valid"}
@@ -116,6 +117,22 @@ class TrainConfig:
     warmup: float = 0.1
     expand_labels: int | None = None
     anchor_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        finite = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
+                  "warmup": self.warmup, "anchor_weight": self.anchor_weight}
+        bad = [k for k, v in finite.items() if not np.isfinite(v) or v < 0]
+        if bad:
+            raise ValueError(f"{bad[0]} must be a finite number >= 0, got {finite[bad[0]]}")
+        if self.lr <= 0 or self.warmup > 1:
+            raise ValueError(f"need lr > 0 and warmup <= 1, got lr={self.lr}, "
+                             f"warmup={self.warmup}")
+        check_weight_params(self.w0, self.sigma)
+        ints = {"steps": (self.steps, 0), "batch_size": (self.batch_size, 1),
+                "tile": (self.tile, 8), "checkpoint_every": (self.checkpoint_every, 1)}
+        for k, (v, lo) in ints.items():
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"{k} must be an integer >= {lo}, got {v!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict (for checkpoints and records)."""
@@ -216,8 +233,17 @@ def fine_tune(
     -------
     UNet
         The trained model (the same object), with ``model.record`` updated.
+
+    Notes
+    -----
+    The model is in training mode between steps: do not predict with the same object
+    while this generator is alive (predict with a copy, as the dock does).
     """
-    cfg = config or TrainConfig()
+    cfg = TrainConfig() if config is None else config
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(cfg).__name__}")
+    if cfg.steps < 1:
+        raise ValueError(f"steps must be at least 1, got {cfg.steps}")
     samples, zs = prepare_samples(model, images, labels, cfg, slices, channel_axis, exclude)
     dev = devices.resolve_device(cfg.device)
     if isinstance(anchors, Anchors):  # prepared by the caller (napari_unet.loop)

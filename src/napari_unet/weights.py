@@ -136,6 +136,13 @@ def _weight_2d(lab, annotated, w0, sigma, class_balance):
     return fg, wmap
 
 
+def check_weight_params(w0: float, sigma: float) -> None:
+    """Refuse border-weight parameters that give no usable weights (inf, NaN, zero width)."""
+    if not (np.isfinite(w0) and 0 <= w0 <= 1e6 and np.isfinite(sigma) and 0 < sigma <= 1e4):
+        raise ValueError(f"need finite w0 >= 0 (at most 1e6) and sigma > 0 (at most 1e4 px), "
+                         f"got w0={w0}, sigma={sigma}")
+
+
 def border_weight_map(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0,
                       class_balance: bool = True, ignore_label: int | None = None) -> np.ndarray:
     """Loss weight map of Eq. 2 of the U-Net paper.
@@ -175,6 +182,11 @@ def border_weight_map(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0,
         float32, shaped like ``labels``, finite, >= 0. A slice without instances gets
         ``w = w_c``; with one instance ``d2 = inf`` and the border term is 0.
     """
+    check_weight_params(w0, sigma)
+    arr = np.asarray(labels)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and min(arr.shape[:2]) > 4:
+        raise ValueError(f"labels of shape {arr.shape} look like an RGB(A) image: give instance "
+                         "labels, one integer per object")
     _, lab, annotated = _prepare(labels, ignore_label)
     out = np.empty(lab.shape, np.float32)
     for z, sl in enumerate(lab.reshape((-1,) + lab.shape[-2:])):
