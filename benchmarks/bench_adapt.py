@@ -24,7 +24,7 @@ from napari_unet.io import load_model
 from napari_unet.loop import RoundConfig, finetune_round
 from napari_unet.metrics import adapted_rand, evaluate_em, match_f1
 from napari_unet.postprocess import labels_from_probabilities, postprocess_settings
-from napari_unet.predict import predict
+from napari_unet.predict import predict, run
 
 
 def segment(model, image: np.ndarray) -> np.ndarray:
@@ -44,13 +44,8 @@ def score(case, labels_of) -> float:
 def run_round(parent, case, k: int, cfg: RoundConfig):
     free = case.pool_images[k:] + case.test_images
     anchors = [free[int(round(i))] for i in np.linspace(0, len(free) - 1, 3)]
-    gen = finetune_round(parent, list(case.pool_images[:k]), list(case.pool_labels[:k]), cfg,
-                         anchors=anchors)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return run(finetune_round(parent, list(case.pool_images[:k]), list(case.pool_labels[:k]),
+                              cfg, anchors=anchors))
 
 
 def forest_score(case, k: int) -> float:

@@ -24,7 +24,7 @@ from napari_unet.io import load_model
 from napari_unet.loop import RoundConfig, finetune_round
 from napari_unet.metrics import adapted_rand, match_f1
 from napari_unet.postprocess import labels_from_probabilities, postprocess_settings
-from napari_unet.predict import predict
+from napari_unet.predict import predict, run
 from napari_unet.train import TrainConfig
 
 
@@ -103,13 +103,7 @@ def main() -> None:
         for name in a.rows.split(","):
             cfg = copy.deepcopy(rows()[name])
             cfg.train.device = "cpu"
-            gen = finetune_round(parent, imgs, labs, cfg, anchors=anchors)
-            while True:
-                try:
-                    next(gen)
-                except StopIteration as stop:
-                    res = stop.value
-                    break
+            res = run(finetune_round(parent, imgs, labs, cfg, anchors=anchors))
             r = res.report
             s = score(kind, res.model, test_i, test_l)
             results[f"{case}_{name}"] = s

@@ -40,7 +40,7 @@ from napari_unet.loop import RoundConfig, finetune_round, pick_slices
 from napari_unet.metrics import evaluate_em, match_f1
 from napari_unet.normalize import Normalization
 from napari_unet.postprocess import labels_from_probabilities, postprocess_settings
-from napari_unet.predict import predict
+from napari_unet.predict import predict, run
 
 # dev twins of the shipped models: same recipe, trained without the test splits
 TWINS = Path(__file__).resolve().parent / "models"
@@ -49,13 +49,8 @@ TWINS = Path(__file__).resolve().parent / "models"
 def one_round(model, images, labels, anchors):
     """One default round (the dock's and the CLI's); returns what the loop keeps and the
     round's report: the new version when its self-check beat the parent, else the parent."""
-    gen = finetune_round(model, images, labels, RoundConfig(), anchors=anchors)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            res = stop.value
-            return (res.model if res.accepted else model), res.report
+    res = run(finetune_round(model, images, labels, RoundConfig(), anchors=anchors))
+    return (res.model if res.accepted else model), res.report
 
 
 def seg_nuclei(model, image: np.ndarray) -> np.ndarray:

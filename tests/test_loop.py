@@ -9,6 +9,7 @@ import torch
 from napari_unet.loop import RoundConfig, corrected_pairs, finetune_round, pick_slices
 from napari_unet.model import UNet
 from napari_unet.normalize import Normalization
+from napari_unet.predict import run
 from napari_unet.selfcheck import holdout_box, score_blocks
 from napari_unet.train import TrainConfig
 
@@ -26,12 +27,8 @@ def _blobs(seed: int, bright: bool = True) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _run(gen):
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
+    events: list = []
+    return events, run(gen, events.append)
 
 
 def _cfg(**kw) -> RoundConfig:

@@ -20,24 +20,20 @@ from .files import read_array, write_array
 from .outputs import check_output, check_outputs
 
 
-def _drive(gen: Generator, desc: str, total: int | None = None, loss: bool = False) -> Any:
-    """Run a core generator to completion with a tqdm bar; return its result."""
+def _drive(gen: Generator, desc: str) -> Any:
+    """Run a prediction generator to completion with a tqdm bar; return its result."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="step" if loss else "tile", file=sys.stderr)
+    from .predict import run
+
+    bar = tqdm(desc=desc, unit="tile", file=sys.stderr)
+
+    def show(ev: Any) -> None:
+        bar.total = ev.total
+        bar.update(ev.done - bar.n)
+
     try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if loss:
-                bar.total = ev.steps
-                bar.set_postfix(loss=f"{ev.loss:.4f}")
-                bar.update(ev.step - bar.n)
-            else:
-                bar.total = ev.total
-                bar.update(ev.done - bar.n)
+        return run(gen, show)
     finally:
         bar.close()
 
@@ -118,32 +114,31 @@ def _parse_channel(text: str) -> str | int:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def _run_round(gen: Generator, steps_hint: int | None) -> Any:
+def _run_round(gen: Generator) -> Any:
     """Drive :func:`napari_unet.loop.finetune_round`: stage lines and a step bar."""
     from tqdm import tqdm
 
+    from .predict import run
     from .train import TrainEvent
 
-    bar = None
+    bar: list[Any] = []
+
+    def show(ev: Any) -> None:
+        if isinstance(ev, TrainEvent):
+            if not bar:
+                bar.append(tqdm(total=ev.steps, desc="train", unit="step", file=sys.stderr))
+            bar[0].set_postfix(loss=f"{ev.loss:.4f}")
+            bar[0].update(ev.step - bar[0].n)
+        elif "predicting" not in ev and "checking held-back" not in ev:
+            if bar:
+                bar.pop().close()
+            print(ev, file=sys.stderr)
+
     try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if isinstance(ev, TrainEvent):
-                if bar is None:
-                    bar = tqdm(total=ev.steps, desc="train", unit="step", file=sys.stderr)
-                bar.set_postfix(loss=f"{ev.loss:.4f}")
-                bar.update(ev.step - bar.n)
-            else:
-                if bar is not None:
-                    bar.close()
-                    bar = None
-                print(ev, file=sys.stderr)
+        return run(gen, show)
     finally:
-        if bar is not None:
-            bar.close()
+        if bar:
+            bar[0].close()
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -200,7 +195,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], done)]
     result = _run_round(finetune_round(model, images, labels, cfg, slices=chosen,
                                        channel_axis=axis, anchors=anchors,
-                                       name=Path(a.output).stem, resume=a.resume), a.steps)
+                                       name=Path(a.output).stem, resume=a.resume))
     rep = result.report
     print(f"self-check {rep.summary()}")
     print(f"loss {rep.loss_first:.4f} -> {rep.loss_last:.4f} over {rep.steps} steps "

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -379,13 +380,18 @@ def _shrink(
     return model.valid_input_size(max(smallest, current // 2)), 1
 
 
-def run(gen: Generator) -> object:
-    """Drive a progress generator to completion and return its result."""
+def run(gen: Generator, on_event: Callable[[Any], None] | None = None) -> Any:
+    """Drive a progress generator to completion and return its result.
+
+    ``on_event`` is called with every event it yields (a progress bar, a log line).
+    """
     while True:
         try:
-            next(gen)
+            ev = next(gen)
         except StopIteration as stop:
             return stop.value
+        if on_event is not None:
+            on_event(ev)
 
 
 def predict(model: UNet, image: np.ndarray, **kwargs: object) -> np.ndarray:
