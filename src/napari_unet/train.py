@@ -278,12 +278,11 @@ def fine_tune(
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             loss = weighted_loss(model(x), t, w)
             if anchored is not None:
-                xa, qa = zip(*(anchor_crop(anchored, in_tile, model.halo, rng, model.stride)
-                                  for _ in batch),
-                             strict=True)
+                # one anchor crop a step, whatever the batch: the term is a mean per pixel,
+                # and a second crop would cost as much as the corrections themselves
+                xa, qa = anchor_crop(anchored, in_tile, model.halo, rng, model.stride)
                 loss = loss + cfg.anchor_weight * anchor_loss(
-                    model(torch.from_numpy(np.stack(xa)).to(dev)),
-                    torch.from_numpy(np.stack(qa)).to(dev))
+                    model(torch.from_numpy(xa[None]).to(dev)), torch.from_numpy(qa[None]).to(dev))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the "
                                      "learning rate")
