@@ -189,3 +189,18 @@ def test_the_round_is_part_of_the_public_api():
     assert napari_unet.finetune_round is finetune_round
     assert napari_unet.RoundConfig is RoundConfig
     assert set(napari_unet.__all__) >= {"load_model", "predict", "finetune_round"}
+
+
+def test_thresholds_change_only_for_a_clear_gain_on_the_held_back_blocks():
+    from napari_unet.selfcheck import tune_postprocess
+
+    _, lab = _blobs(0)
+    fg = (lab > 0).astype(np.float32)
+    whole = (slice(None), slice(None))
+    settings = {"threshold": 0.7, "watershed": False, "min_size": 0, "fill": False,
+                "seed_threshold": None}
+    sure = np.stack([1 - fg, fg])  # every threshold finds every object: keep the settings
+    assert tune_postprocess(settings, [(sure, lab, whole)])[0] == settings
+    unsure = np.stack([1 - 0.6 * fg, 0.6 * fg])  # at 0.7 nothing is found: lower it
+    new, score = tune_postprocess(settings, [(unsure, lab, whole)])
+    assert new["threshold"] < 0.6 and score == 1.0
