@@ -106,3 +106,22 @@ def test_autosave_lies_beside_an_image_file(make_napari_viewer, tmp_path):
     assert autosave_path(other, image) != autosave_path(labels, image)
     assert autosave_path(labels, image, tmp_path / "elsewhere") == (
         tmp_path / "elsewhere" / f"cells_labels{SUFFIX}")
+
+
+def test_a_failing_flush_is_said_not_raised(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_unet._qt import autosaver
+
+    viewer = make_napari_viewer()
+    widget, labels = _dock(viewer, tmp_path / "saves")
+    saver = widget.correction.autosaver
+    said = []
+    monkeypatch.setattr(autosaver, "show_error", said.append)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(autosaver, "write_autosave", full_disk)
+    labels.data_setitem((np.array([0]), np.array([3]), np.array([3])), 77)
+    assert saver.timer.isActive()
+    saver.flush()  # e.g. on closing: no exception, the user is told
+    assert said and "No space left on device" in said[0]

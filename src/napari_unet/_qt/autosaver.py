@@ -222,5 +222,12 @@ class Autosaver(QObject):
             self.timer.stop()
             layer = self.labels
             self._queued = None  # superseded by this newer, synchronous snapshot
-            write_autosave(self.path, np.asarray(layer.data), get_session().corrected(layer),
-                           {"layer": layer.name, "shape": list(layer.data.shape)}, next(_SEQ))
+            try:
+                out = write_autosave(self.path, np.asarray(layer.data),
+                                     get_session().corrected(layer),
+                                     {"layer": layer.name, "shape": list(layer.data.shape)},
+                                     next(_SEQ))
+            except (OSError, ValueError, MemoryError) as err:  # as the worker path: say it
+                show_error(f"Autosave failed: {JobFailed(err).message}")
+                return
+            self.saved.emit(str(out))
