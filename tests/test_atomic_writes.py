@@ -218,3 +218,56 @@ def test_a_model_that_cannot_be_saved_is_rescued(tmp_path, tiny_net, monkeypatch
     assert out.parent == tmp_path and out.name.startswith("m.rescued-")
     assert str(out) in warning and "could not write" in warning
     assert load_model(out).config == tiny_net.config
+
+
+AUTOSAVE_KILL_SCRIPT = textwrap.dedent('''
+    import importlib.util, os, random, signal, sys, time
+    import numpy as np
+
+    # the Qt-free autosave functions, loaded without the _qt package (which imports napari)
+    spec = importlib.util.spec_from_file_location("autosave", sys.argv[3])
+    autosave = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(autosave)
+    rounds, path = int(sys.argv[1]), os.path.join(sys.argv[2], "l.autosave.npz")
+
+    def write(v):
+        autosave.write_autosave(path, np.full((4, 512, 512), 1 + v % 200, np.uint16), [v % 4],
+                                {"layer": "l"}, backup=v % 3 == 0)
+
+    def check():
+        data, marks, meta = autosave.read_autosave(path)
+        assert data.shape == (4, 512, 512) and data.min() == data.max() > 0
+        assert marks == [(int(data.flat[0]) - 1) % 4] and meta["layer"] == "l"
+
+    write(0)
+    check()
+    rng = random.Random(5)
+    for r in range(rounds):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                v = 1
+                while True:
+                    write(v)
+                    v += 1
+            finally:
+                os._exit(1)
+        time.sleep(rng.uniform(0.0, 0.3))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        try:
+            check()
+        except Exception as err:
+            sys.exit(f"the autosave was broken after kill {r + 1}: {err!r}")
+''')
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_sigkill_never_breaks_the_previous_autosave(tmp_path):
+    import napari_unet
+
+    module = os.path.join(os.path.dirname(napari_unet.__file__), "_qt", "autosave.py")
+    (tmp_path / "kill.py").write_text(AUTOSAVE_KILL_SCRIPT)
+    proc = subprocess.run([sys.executable, str(tmp_path / "kill.py"), "8", str(tmp_path),
+                           module], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
