@@ -169,8 +169,8 @@ def tune_postprocess(settings: dict[str, Any], regions: Sequence[Region],
     Small blocks cannot justify small changes: ``settings`` are kept unless a candidate
     beats them by ``margin`` (default 0.02 in F1, 0.01 in adapted Rand error). On the ISBI
     stack a seed threshold picked for a 0.001 gain on one block doubled the error of the
-    other slices' labels. Among the candidates that clear the margin, ties go to the one
-    closest to ``settings``.
+    other slices' labels. Otherwise the pick is the candidate closest to ``settings`` among
+    those within ``margin`` of the best (the block cannot rank them more finely).
     """
     sign = -1.0 if settings["fill"] else 1.0
     margin = (0.01 if settings["fill"] else 0.02) if margin is None else margin
@@ -184,9 +184,11 @@ def tune_postprocess(settings: dict[str, Any], regions: Sequence[Region],
     base = sign * _block_score(settings, regions)
     scored = [(sign * _block_score(c, regions), -distance(c), i, c)
               for i, c in enumerate(_candidates(settings))]
-    best = max(scored, key=lambda s: (round(s[0], 9), s[1], -s[2]))
-    if best[0] < base + margin:
+    top = max(c[0] for c in scored)
+    if top < base + margin:
         return settings, sign * base
+    near = [c for c in scored if c[0] >= top - margin and c[0] >= base + margin]
+    best = max(near, key=lambda s: (s[1], s[0], -s[2]))
     return best[3], sign * best[0]
 
 
