@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .cli_train import add_train_parser, parse_channel, parse_slices
 from .files import read_array, write_array
-from .outputs import check_output, check_outputs
+from .outputs import check_outputs
 
 
 def _drive(gen: Generator, desc: str) -> Any:
@@ -38,15 +39,6 @@ def _drive(gen: Generator, desc: str) -> Any:
         bar.close()
 
 
-def _slices(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--slices must be comma-separated integers, got {text!r}") from None
-
-
 def _cmd_predict(a: argparse.Namespace) -> int:
     from .io import load_model
     from .largedata import is_large, predict_to_store
@@ -62,7 +54,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         from .inputs import to_model_channels
 
         image, channel_axis = to_model_channels(image, model.in_channels, channel_axis,
-                                                _parse_channel(a.channel))
+                                                parse_channel(a.channel))
     pp = postprocess_settings(model)
     pp.update({k: v for k, v in (("threshold", a.threshold), ("watershed", a.watershed),
                                  ("min_size", a.min_size), ("fill", a.fill),
@@ -80,7 +72,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
                          overwrite=a.overwrite)
         print(f"wrote {a.output} (foreground mask, streamed chunk by chunk)")
         return 0
-    res = _drive(predict_iter(model, image, slices=_slices(a.slices), device=a.device,
+    res = _drive(predict_iter(model, image, slices=parse_slices(a.slices), device=a.device,
                               tile=a.tile, tta=a.tta, channel_axis=channel_axis,
                               precision=a.precision), "predict")
     labels = labels_from_probabilities(res.probabilities, **pp)
@@ -107,107 +99,6 @@ def _cmd_weights(a: argparse.Namespace) -> int:
         if a.d2:
             write_array(a.d2, d2, overwrite=a.overwrite)
     print(f"wrote {a.output}: w in [{float(w.min()):.3g}, {float(w.max()):.3g}]")
-    return 0
-
-
-def _parse_channel(text: str) -> str | int:
-    return int(text) if text.lstrip("-").isdigit() else text
-
-
-def _run_round(gen: Generator) -> Any:
-    """Drive :func:`napari_unet.loop.finetune_round`: stage lines and a step bar."""
-    from tqdm import tqdm
-
-    from .predict import run
-    from .train import TrainEvent
-
-    bar: list[Any] = []
-
-    def show(ev: Any) -> None:
-        if isinstance(ev, TrainEvent):
-            if not bar:
-                bar.append(tqdm(total=ev.steps, desc="train", unit="step", file=sys.stderr))
-            bar[0].set_postfix(loss=f"{ev.loss:.4f}")
-            bar[0].update(ev.step - bar[0].n)
-        elif "predicting" not in ev and "checking held-back" not in ev:
-            if bar:
-                bar.pop().close()
-            print(ev, file=sys.stderr)
-
-    try:
-        return run(gen, show)
-    finally:
-        if bar:
-            bar[0].close()
-
-
-def _cmd_train(a: argparse.Namespace) -> int:
-    check_output(a.output, inputs=[a.images, a.labels, a.model, a.resume, a.checkpoint],
-                 overwrite=a.overwrite)
-    if a.steps is not None and a.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {a.steps} (leave it out for the "
-                         "automatic count)")
-    for flag, value in (("--lr", a.lr), ("--anchor-weight", a.anchor_weight)):
-        if value is not None and not (np.isfinite(value) and 0 <= value <= 10):
-            raise ValueError(f"{flag} must be a finite number in [0, 10], got {value}")
-    if a.lr is not None and a.lr == 0:
-        raise ValueError("--lr must be above 0")
-    if a.tile is not None and not 16 <= a.tile <= 4096:
-        raise ValueError(f"--tile must be between 16 and 4096 px, got {a.tile}")
-    from .inputs import to_model_channels
-    from .io import load_checkpoint, load_model, save_model_or_rescue
-    from .loop import RoundConfig, finetune_round, pick_slices
-    from .model import UNet
-    from .train import DEFAULT_ARCHITECTURE
-
-    images, labels = read_array(a.images), read_array(a.labels)
-    if a.model:
-        model = load_model(a.model)
-    elif a.resume:
-        model = load_checkpoint(a.resume)["model"]  # same architecture as the checkpoint
-    else:
-        import torch
-
-        torch.manual_seed(a.seed)
-        model = UNet(**DEFAULT_ARCHITECTURE)
-        model.record["name"] = "new network"
-    images, axis = to_model_channels(images, model.in_channels, a.channel_axis,
-                                     _parse_channel(a.channel))
-    cfg = RoundConfig(polarity=a.polarity if a.model else "keep",
-                      start="scratch" if a.from_scratch else "parent",
-                      holdout=a.holdout)
-    t = cfg.train
-    t.steps, t.device, t.seed, t.checkpoint_path = a.steps or 0, a.device, a.seed, a.checkpoint
-    t.ignore_label, t.expand_labels, t.anchor_weight = (a.ignore_label, a.expand_labels,
-                                                        a.anchor_weight)
-    for key in ("lr", "optimizer", "schedule", "tile"):
-        if getattr(a, key) is not None:
-            setattr(t, key, getattr(a, key))
-    if a.no_augment:
-        t.augment.enabled = False
-    chosen = _slices(a.slices)
-    anchors = None
-    if a.model and axis is None and np.ndim(images) == 3 and np.ndim(labels) == 3:
-        # as in the Fine-tune dock: three uncorrected slices anchor the fine-tuning
-        from .train import annotated_slices
-
-        done = chosen or annotated_slices(labels, a.ignore_label)
-        anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], done)]
-    result = _run_round(finetune_round(model, images, labels, cfg, slices=chosen,
-                                       channel_axis=axis, anchors=anchors,
-                                       name=Path(a.output).stem, resume=a.resume))
-    rep = result.report
-    print(f"self-check {rep.summary()}")
-    print(f"loss {rep.loss_first:.4f} -> {rep.loss_last:.4f} over {rep.steps} steps "
-          f"({rep.seconds:.0f} s)")
-    written, warning = save_model_or_rescue(result.model, a.output)
-    if warning:
-        print(f"WARNING: {warning}", file=sys.stderr)
-    if not result.accepted and a.model:
-        print(f"WARNING: the new model is not better than {a.model} on your corrections; "
-              f"{a.output} was written, but keep using {a.model} unless you check it "
-              "yourself", file=sys.stderr)
-    print(f"wrote {written}")
     return 0
 
 
@@ -319,46 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-class-balance", action="store_true")
     s.set_defaults(func=_cmd_weights)
 
-    s = sub.add_parser("train", help="train or fine-tune on annotated slices (one round, "
-                       "checked against the starting model)")
-    s.add_argument("--images", required=True)
-    s.add_argument("--labels", required=True)
-    s.add_argument("--slices", help="the corrected slices, e.g. 0,3 (default: every slice "
-                   "holding labels)")
-    s.add_argument("--model", help="start model (default: a new network)")
-    s.add_argument("--from-scratch", action="store_true",
-                   help="train a new network of the --model's shape instead of fine-tuning")
-    s.add_argument("--steps", type=int, default=None,
-                   help="optimiser steps (default: scaled to the corrected data)")
-    s.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-4)")
-    s.add_argument("--optimizer", default=None, choices=["adamw", "adam", "sgd"],
-                   help="default adamw")
-    s.add_argument("--schedule", default=None, choices=["cosine", "constant"])
-    s.add_argument("--tile", type=int, default=None, help="training crop in px (default 128)")
-    s.add_argument("--polarity", default="auto", choices=["auto", "keep", "invert"],
-                   help="auto: invert the input when the corrections show dark objects on a "
-                        "bright background to a model trained the other way round")
-    s.add_argument("--holdout", type=float, default=0.25,
-                   help="area fraction of each corrected slice held back for the self-check")
-    s.add_argument("--channel-axis", type=int, default=None,
-                   help="axis holding colour channels (RGB is found by itself)")
-    s.add_argument("--channel", default="auto",
-                   help="auto (gray for 1-channel models), gray, or a channel index")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--ignore-label", type=int, default=None)
-    s.add_argument("--expand-labels", type=int, default=None,
-                   help="grow instances by up to N px before making the targets: thin lines "
-                        "between cells that tile the image (EM: 12; default: the model's)")
-    s.add_argument("--anchor-weight", type=float, default=1.0,
-                   help="with --model and a stack: keep the model's predictions on three "
-                        "uncorrected slices with this weight (0: off)")
-    s.add_argument("--no-augment", action="store_true")
-    s.add_argument("--checkpoint", help="save a resumable checkpoint here")
-    s.add_argument("--resume", help="resume from this checkpoint")
-    s.add_argument("-o", "--output", required=True)
-    _output_flags(s)
-    s.set_defaults(func=_cmd_train)
+    add_train_parser(sub, _output_flags)
 
     s = sub.add_parser("models", help="list the built-in models")
     _output_flags(s, overwrite=False)

@@ -381,10 +381,7 @@ def _shrink(
 
 
 def run(gen: Generator, on_event: Callable[[Any], None] | None = None) -> Any:
-    """Drive a progress generator to completion and return its result.
-
-    ``on_event`` is called with every event it yields (a progress bar, a log line).
-    """
+    """Drive a generator to completion, passing each event to ``on_event``; its result."""
     while True:
         try:
             ev = next(gen)
