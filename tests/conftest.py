@@ -46,3 +46,27 @@ def tiny_session(tmp_path, monkeypatch):
     session.add_model(UNet(base_channels=4, depth=3), kind="new", name="tiny")
     yield session
     session.reset()
+
+
+#: Generous worker timeout of the GUI tests (a busy 2-core machine; no test depends on it).
+WORKER_TIMEOUT = 180_000
+
+
+def wait_finished(qtbot, worker, timeout: int = WORKER_TIMEOUT) -> None:
+    """Block until a napari worker has finished (the real worker path)."""
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+
+
+def force_self_check(monkeypatch, better: bool) -> None:
+    """Make every round's self-check say ``better`` (a tiny random model's is a coin toss)."""
+    from napari_unet import loop, selfcheck
+
+    real = selfcheck.score_blocks
+
+    def fixed(*args, **kwargs):
+        res = yield from real(*args, **kwargs)
+        res.better = better
+        return res
+
+    monkeypatch.setattr(loop, "score_blocks", fixed)

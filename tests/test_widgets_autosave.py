@@ -7,13 +7,13 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari_unet._qt.autosave import (  # noqa: E402
+from napari_unet._qt.session import get_session  # noqa: E402
+from napari_unet.autosave import (  # noqa: E402
     SUFFIX,
     autosave_path,
     read_autosave,
     write_autosave,
 )
-from napari_unet._qt.session import get_session  # noqa: E402
 
 TIMEOUT = 30_000
 

@@ -8,17 +8,13 @@ import torch
 
 pytest.importorskip("napari")
 
+from conftest import force_self_check, wait_finished  # noqa: E402
 from napari_unet._qt.session import get_session  # noqa: E402
 
 TIMEOUT = 180_000
 
 
 pytestmark = pytest.mark.usefixtures("tiny_session")
-
-
-def _wait(qtbot, worker):
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT):
-        pass
 
 
 def _finetune_dock(viewer, steps=2):
@@ -43,20 +39,6 @@ def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _accept(monkeypatch, better: bool):
-    """Make the round's self-check say ``better`` (the tiny random model's is a coin toss)."""
-    from napari_unet import loop, selfcheck
-
-    real = selfcheck.score_blocks
-
-    def fixed(*args, **kwargs):
-        res = yield from real(*args, **kwargs)
-        res.better = better
-        return res
-
-    monkeypatch.setattr(loop, "score_blocks", fixed)
-
-
 def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_session,
                                                 monkeypatch):
     viewer = make_napari_viewer()
@@ -69,7 +51,7 @@ def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_
     before = _state(tiny_session.get("tiny").get_model())
     n_versions = len(tiny_session.versions())
 
-    _accept(monkeypatch, True)
+    force_self_check(monkeypatch, True)
     worker = widget.start()
     with qtbot.waitSignals([worker.returned, worker.finished], timeout=TIMEOUT):
         pass
@@ -107,7 +89,7 @@ def test_a_version_that_is_not_better_is_added_but_not_made_current(make_napari_
     viewer = make_napari_viewer()
     widget = _finetune_dock(viewer)
     _mark(viewer, widget, [0, 2])
-    _accept(monkeypatch, False)
+    force_self_check(monkeypatch, False)
     n_versions = len(tiny_session.versions())
     worker = widget.start()
     with qtbot.waitSignals([worker.returned, worker.finished], timeout=TIMEOUT):
@@ -170,9 +152,9 @@ def test_predict_after_training_and_save(make_napari_viewer, qtbot, tiny_session
     _mark(viewer, widget, [1])
     viewer.dims.set_current_step(0, 3)
     worker = widget.start()
-    _wait(qtbot, worker)
+    wait_finished(qtbot, worker)
     assert widget.predict_worker is not None
-    _wait(qtbot, widget.predict_worker)
+    wait_finished(qtbot, widget.predict_worker)
     labels = viewer.layers["nuclei labels"]
     assert labels.data.shape == (4, 256, 256)
     assert not labels.data[[0, 1, 2]].any()
@@ -187,7 +169,7 @@ def test_augmentation_preview_adds_layers(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     widget = _finetune_dock(viewer)
     viewer.dims.set_current_step(0, 1)
-    _wait(qtbot, widget.preview_augmentation(seed=3))
+    wait_finished(qtbot, widget.preview_augmentation(seed=3))
     img = viewer.layers["augmented image"].data
     lab = viewer.layers["augmented labels"].data
     assert img.shape == lab.shape == (256, 256)

@@ -7,16 +7,12 @@ import pytest
 
 pytest.importorskip("napari")
 
+from conftest import force_self_check, wait_finished  # noqa: E402
 from napari_unet._qt.session import get_session  # noqa: E402
 
 TIMEOUT = 180_000
 
 pytestmark = pytest.mark.usefixtures("tiny_session")
-
-
-def _wait(qtbot, worker):
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT):
-        pass
 
 
 def _key(name):
@@ -40,7 +36,7 @@ def _sample_with_docks(viewer):
 
 def _segment_stack(qtbot, seg):
     seg.scope_combo.setCurrentText("whole stack")
-    _wait(qtbot, seg.run())
+    wait_finished(qtbot, seg.run())
 
 
 def test_defaults_never_pick_the_hidden_ground_truth(make_napari_viewer, qtbot):
@@ -69,21 +65,12 @@ def test_training_on_unmarked_slices_asks_first(make_napari_viewer, qtbot):
     assert ft.start() is None
     assert asked == [[2]] and "not marked" in ft.status.text()
     ft.confirm_unmarked = lambda slices: True
-    _wait(qtbot, ft.start())
+    wait_finished(qtbot, ft.start())
 
 
 def test_predict_after_training_never_overwrites_a_corrected_slice(make_napari_viewer, qtbot,
                                                                    monkeypatch):
-    from napari_unet import loop
-
-    real = loop.score_blocks
-
-    def accept(*args, **kwargs):
-        res = yield from real(*args, **kwargs)
-        res.better = True
-        return res
-
-    monkeypatch.setattr(loop, "score_blocks", accept)
+    force_self_check(monkeypatch, True)
     viewer = make_napari_viewer()
     seg, ft = _sample_with_docks(viewer)
     _segment_stack(qtbot, seg)
@@ -96,9 +83,9 @@ def test_predict_after_training_never_overwrites_a_corrected_slice(make_napari_v
     asked = []
     seg.confirm_overwrite = lambda slices: asked.append(slices) or True
     ft.predict_after_check.setChecked(True)
-    _wait(qtbot, ft.start())
+    wait_finished(qtbot, ft.start())
     assert ft.predict_worker is not None
-    _wait(qtbot, ft.predict_worker)
+    wait_finished(qtbot, ft.predict_worker)
     assert not asked  # no dialog
     np.testing.assert_array_equal(labels.data[1], corrected)
     preview = viewer.layers["nuclei preview"]
@@ -108,7 +95,7 @@ def test_predict_after_training_never_overwrites_a_corrected_slice(make_napari_v
 
 def test_overwrite_keeps_an_autosave_backup_of_the_corrected_slice(make_napari_viewer, qtbot,
                                                                    tmp_path):
-    from napari_unet._qt.autosave import backup_path, read_autosave
+    from napari_unet.autosave import backup_path, read_autosave
 
     viewer = make_napari_viewer()
     seg, ft = _sample_with_docks(viewer)
@@ -127,7 +114,7 @@ def test_overwrite_keeps_an_autosave_backup_of_the_corrected_slice(make_napari_v
     with qtbot.waitSignal(saver.saved, timeout=TIMEOUT):
         ft.correction.mark_button.click()  # marked: saved with a backup
     qtbot.waitUntil(lambda: saver.worker is None, timeout=TIMEOUT)
-    _wait(qtbot, seg.run())  # overwrites slice 2 after "Yes"
+    wait_finished(qtbot, seg.run())  # overwrites slice 2 after "Yes"
     qtbot.waitUntil(lambda: saver.worker is None and saver._queued is None, timeout=TIMEOUT)
     backup, marks, _ = read_autosave(backup_path(saver.path, 1))
     np.testing.assert_array_equal(backup[2], corrected)
@@ -202,7 +189,7 @@ def test_status_after_a_failed_finetune(make_napari_viewer, qtbot, monkeypatch):
     seg, ft = _sample_with_docks(viewer)
     ft.labels_combo.set_layer("nuclei ground truth")
     get_session().set_corrected(viewer.layers["nuclei ground truth"], [0])
-    _wait(qtbot, ft.start())
+    wait_finished(qtbot, ft.start())
     assert ft.status.text() == "fine-tuning failed: broken on purpose"
 
 
@@ -210,7 +197,7 @@ def test_status_after_nothing_to_do_and_a_deleted_image(make_napari_viewer, qtbo
     viewer = make_napari_viewer()
     seg, ft = _sample_with_docks(viewer)
     seg.scope_combo.setCurrentText("current slice")
-    _wait(qtbot, seg.run())
+    wait_finished(qtbot, seg.run())
     z = int(viewer.dims.current_step[0])
     get_session().set_corrected(viewer.layers["nuclei labels"], [z])
     seg.confirm_overwrite = lambda slices: False
@@ -218,7 +205,7 @@ def test_status_after_nothing_to_do_and_a_deleted_image(make_napari_viewer, qtbo
     assert seg.status.text().startswith("nothing to do")
     worker = seg.run(slices=[(z + 1) % 4])
     viewer.layers.remove("nuclei")
-    _wait(qtbot, worker)
+    wait_finished(qtbot, worker)
     assert "removed" in seg.status.text()
 
 

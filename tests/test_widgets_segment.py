@@ -9,6 +9,7 @@ pytest.importorskip("napari")
 
 from napari.utils.notifications import NotificationSeverity, notification_manager  # noqa: E402
 
+from conftest import wait_finished  # noqa: E402
 from napari_unet._qt.finetune import FineTuneWidget  # noqa: E402
 from napari_unet._qt.segment import SegmentWidget  # noqa: E402
 from napari_unet._qt.segment_job import next_slice_to_correct  # noqa: E402
@@ -20,11 +21,6 @@ TIMEOUT = 120_000
 
 
 pytestmark = pytest.mark.usefixtures("tiny_session")
-
-
-def _wait(qtbot, worker):
-    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT):
-        pass
 
 
 def _segment_dock(viewer):
@@ -83,7 +79,7 @@ def test_tta_and_postprocessing_follow_the_chosen_model(make_napari_viewer, tiny
     assert widget.seed_spin.value() == pytest.approx(0.9)
     widget.scope_combo.setCurrentText("current slice")
     viewer.dims.set_current_step(0, 1)
-    _wait(qtbot, widget.run())
+    wait_finished(qtbot, widget.run())
     labels = viewer.layers["nuclei labels"].data
     assert labels[1].all() and not labels[[0, 2, 3]].any()  # the filled slice has no background
     widget.model_combo.setCurrentText("tiny")
@@ -96,7 +92,7 @@ def test_segment_keeps_corrected_slices_unless_confirmed(make_napari_viewer, qtb
     viewer = make_napari_viewer()
     widget = _segment_dock(viewer)
     widget.scope_combo.setCurrentText("whole stack")
-    _wait(qtbot, widget.run())
+    wait_finished(qtbot, widget.run())
     labels = viewer.layers["nuclei labels"]
     ids = [set(np.unique(labels.data[z])) - {0} for z in range(4)]
     assert all(not (ids[a] & ids[b]) for a in range(4) for b in range(a + 1, 4))
@@ -110,12 +106,12 @@ def test_segment_keeps_corrected_slices_unless_confirmed(make_napari_viewer, qtb
     asked = []
     widget.confirm_overwrite = lambda slices: asked.append(list(slices)) or False
     worker = widget.run()
-    _wait(qtbot, worker)
+    wait_finished(qtbot, worker)
     assert asked == [[1]]
     np.testing.assert_array_equal(labels.data[1], pattern)
 
     widget.confirm_overwrite = lambda slices: True
-    _wait(qtbot, widget.run())
+    wait_finished(qtbot, widget.run())
     assert not np.array_equal(labels.data[1], pattern)
 
 
@@ -123,7 +119,7 @@ def test_overwrite_of_a_corrected_slice_can_be_undone(make_napari_viewer, qtbot)
     viewer = make_napari_viewer()
     widget = _segment_dock(viewer)
     widget.scope_combo.setCurrentText("whole stack")
-    _wait(qtbot, widget.run())
+    wait_finished(qtbot, widget.run())
     labels = viewer.layers["nuclei labels"]
     ys, xs = np.mgrid[10:20, 10:20]
     labels.data_setitem((np.full(ys.size, 1), ys.ravel(), xs.ravel()), 77)  # a correction
@@ -133,7 +129,7 @@ def test_overwrite_of_a_corrected_slice_can_be_undone(make_napari_viewer, qtbot)
     widget.confirm_overwrite = lambda slices: True
     widget.scope_combo.setCurrentText("current slice")
     viewer.dims.set_current_step(0, 1)
-    _wait(qtbot, widget.run())
+    wait_finished(qtbot, widget.run())
     assert labels.data[1, 10:20, 10:20].max() != 77  # overwritten
     assert get_session().corrected(labels) == [2]  # no longer marked: it is a prediction now
     assert "Ctrl-Z" in widget.status.text()
@@ -146,7 +142,7 @@ def test_next_slice_goes_to_highest_mean_uncertainty(make_napari_viewer, qtbot):
     widget = _segment_dock(viewer)
     widget.scope_combo.setCurrentText("whole stack")
     widget.unc_check.setChecked(True)
-    _wait(qtbot, widget.run())
+    wait_finished(qtbot, widget.run())
     unc = viewer.layers["nuclei uncertainty"].data
     means = unc.reshape(4, -1).mean(axis=1)
     best = int(np.argmax(means))
@@ -188,7 +184,7 @@ def test_rgb_image_is_segmented_as_gray(make_napari_viewer, qtbot, channels):
     widget.device_combo.setCurrentText("cpu")
     assert not widget.color_label.isHidden()  # the dock says what happens to colour
     n = len(notification_manager.records)
-    _wait(qtbot, widget.run())
+    wait_finished(qtbot, widget.run())
     assert not _errors_since(n)
     assert viewer.layers["rgb labels"].data.shape == (64, 64)
     assert "converted to gray" in widget.status.text()
@@ -204,7 +200,7 @@ def test_channel_mismatch_gives_a_notification(make_napari_viewer, qtbot, tiny_s
     widget.device_combo.setCurrentText("cpu")
     assert widget.model_combo.currentText() == "rgb model"
     n = len(notification_manager.records)
-    _wait(qtbot, widget.run())
+    wait_finished(qtbot, widget.run())
     errors = _errors_since(n)
     assert errors and "3 input channel" in errors[-1].message
 
@@ -215,7 +211,7 @@ def test_cancel_segmentation_leaves_layers(make_napari_viewer, qtbot):
     widget.scope_combo.setCurrentText("whole stack")
     worker = widget.run()
     widget.cancel()  # before the first tile: nothing is written
-    _wait(qtbot, worker)
+    wait_finished(qtbot, worker)
     assert "nuclei labels" not in viewer.layers
     assert widget.status.text() == "cancelled"
     assert widget.run_button.isEnabled()

@@ -18,7 +18,7 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from .autosave import autosave_path, source_path, write_autosave
+from ..autosave import autosave_path, source_path, write_autosave
 from .common import JobFailed, connect_event, same_layer, track_worker
 from .session import get_session
 

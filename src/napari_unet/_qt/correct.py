@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .autosave import default_autosave_dir, read_autosave
+from ..autosave import default_autosave_dir, read_autosave
 from .autosaver import Autosaver
 from .common import DockWatcher, connect_event, current_slice, same_layer, spatial_ndim
 from .session import get_session

@@ -20,12 +20,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .outputs import atomic_output
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -132,31 +133,34 @@ def write_autosave(path: str | Path, labels: np.ndarray, corrected: list[int],
         The written path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = {"saved": dt.datetime.now().isoformat(timespec="seconds"), **(meta or {})}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    key, locked = str(path.resolve()), False
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, labels=np.asarray(labels),
-                                corrected=np.asarray(sorted(corrected), np.int64),
-                                meta=np.asarray(json.dumps(info)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; an autosave is an ordinary file
-        with _COMMIT_LOCK:
-            key = str(path.resolve())
+        with atomic_output(path, directory=False) as tmp:  # the one atomic writer
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, labels=np.asarray(labels),
+                                    corrected=np.asarray(sorted(corrected), np.int64),
+                                    meta=np.asarray(json.dumps(info)))
+                fh.flush()
+                os.fsync(fh.fileno())
+            _COMMIT_LOCK.acquire()  # held until the rename is done (leaving the block)
+            locked = True
             if seq is not None and _COMMITTED.get(key, -1) > seq:
-                Path(tmp).unlink(missing_ok=True)
-                return path
-            os.replace(tmp, path)
-            if seq is not None:
-                _COMMITTED[key] = seq
-            if backup:
-                rotate_backups(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                raise _Superseded
+        if seq is not None:
+            _COMMITTED[key] = seq
+        if backup:
+            rotate_backups(path)
+    except _Superseded:
+        pass
+    finally:
+        if locked:
+            _COMMIT_LOCK.release()
     return path
+
+
+class _Superseded(Exception):
+    """A newer snapshot of the same file was committed first: drop this one."""
 
 
 def read_autosave(path: str | Path) -> tuple[np.ndarray, list[int], dict[str, Any]]:
