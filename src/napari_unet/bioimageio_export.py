@@ -132,8 +132,11 @@ def _default_sample(model: UNet) -> np.ndarray:
 
 
 def test_input(model: UNet, sample: np.ndarray | None = None, size: int = 256) -> np.ndarray:
-    """``(1, C, Y, X)`` float32 test input: ``sample`` (default: a shipped nuclei image),
-    cropped or mirrored to the largest accepted size ``<= size`` (at least the minimum)."""
+    """``(1, C, Y, X)`` float32 test input for the package.
+
+    ``sample`` (default: a shipped nuclei image) is cropped or mirrored to the largest
+    accepted size ``<= size`` (at least the minimum).
+    """
     img = _default_sample(model) if sample is None else np.asarray(sample, dtype=np.float32)
     if img.ndim == 2:
         img = img[None]
