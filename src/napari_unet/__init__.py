@@ -14,6 +14,8 @@ See ``docs/api.md`` for one example per function.
 
 from __future__ import annotations
 
+import sys
+import types
 from importlib import import_module
 from typing import Any
 
@@ -36,7 +38,33 @@ _API = {
 __all__ = ["__version__", *_API]
 
 
+class _PredictModule(types.ModuleType):
+    """The ``napari_unet.predict`` submodule, callable as :func:`napari_unet.predict.predict`.
+
+    The function and its module share a name: once the module is imported, Python binds
+    ``napari_unet.predict`` to the module. Calling the module calls the function, so that
+    ``napari_unet.predict(model, image)`` works either way.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.predict(*args, **kwargs)
+
+
+class _Package(types.ModuleType):
+    """The package module: makes the ``predict`` submodule callable when it is bound."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "predict" and type(value) is types.ModuleType:
+            value.__class__ = _PredictModule
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
 def __getattr__(name: str) -> Any:
+    if name == "predict":
+        return import_module(".predict", __name__)  # bound as a callable module
     if name in _API:
         return getattr(import_module(f".{_API[name]}", __name__), name)
     raise AttributeError(f"module 'napari_unet' has no attribute {name!r}")

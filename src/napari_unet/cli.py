@@ -1,4 +1,4 @@
-"""Command line: ``napari-unet predict|weights|train|models|evaluate``.
+"""Command line: ``napari-unet predict|weights|train|export|models|evaluate``.
 
 Every subcommand calls the same core functions as the napari widgets and drives the same
 progress generators, here with tqdm.
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .cli_export import add_export_parser
 from .cli_train import add_train_parser, parse_channel, parse_slices
 from .files import read_array, write_array
 from .outputs import check_outputs
@@ -172,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("input")
     s.add_argument("-o", "--output", required=True, help="labels file (.tif or .zarr)")
     _output_flags(s)
-    s.add_argument("--model", default="nuclei-fluorescence", help="built-in name or file")
+    s.add_argument("--model", default="nuclei-fluorescence",
+                   help="built-in name, model file or bioimage.io package (.zip)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--tile", type=_positive_int, default=None,
                    help="input tile size in px (rounded up to a size the network accepts)")
@@ -211,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_weights)
 
     add_train_parser(sub, _output_flags)
+    add_export_parser(sub, _output_flags)
 
     s = sub.add_parser("models", help="list the built-in models")
     _output_flags(s, overwrite=False)

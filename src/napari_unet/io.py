@@ -235,8 +235,19 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def load_model(name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> UNet:
-    """Load a built-in model by name or a model file (safe: ``weights_only=True``)."""
+    """Load a built-in model by name, a model file or a bioimage.io package (``.zip``).
+
+    Model files are read safely (``weights_only=True``). A bioimage.io package written by
+    napari-unet comes back as a :class:`UNet`; any other 2D bioimage.io model comes back
+    as a prediction-only :class:`napari_unet.bioimageio_runtime.BioimageioModel`
+    (:mod:`napari_unet.bioimageio_import`).
+    """
     path = resolve_model_path(name_or_path)
+    if path.suffix.lower() == ".zip":
+        from .bioimageio_import import is_package, load_package
+
+        if is_package(path):
+            return load_package(path, map_location)
     d = _read(path, map_location)
     try:
         model = model_from_dict(d["model"] if d.get("format") == CHECKPOINT_FORMAT else d)

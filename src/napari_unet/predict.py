@@ -291,6 +291,9 @@ def predict_iter(
     PredictionResult
         Probabilities (and uncertainty) shaped like the input's spatial axes.
     """
+    if getattr(model, "is_bioimageio_runtime", False):  # a foreign bioimage.io model
+        return (yield from model.predict_iter(image, channel_axis=channel_axis, slices=slices,
+                                              device=device, uncertainty=uncertainty))
     _check_positive("tile", tile)
     _check_positive("batch_size", batch_size)
     _check_positive("memory_budget", memory_budget)
