@@ -39,7 +39,7 @@ $(VENV)/.runtime: $(VENV)/.torch pyproject.toml
 	touch $@
 
 $(VENV)/.testing: $(VENV)/.runtime
-	$(PIP) install -q -e ".[all,testing]"
+	$(PIP) install -q -e ".[all,testing,bioimageio]"
 	touch $@
 
 venv: $(VENV)/.sysdeps $(VENV)/.runtime
