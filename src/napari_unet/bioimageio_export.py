@@ -318,6 +318,9 @@ def export_bioimageio(
         description invalid (nothing is written then).
     """
     require_bioimageio()
+    if getattr(model, "is_bioimageio_runtime", False):
+        raise ValueError(f"{model.record['name']} is a bioimage.io model not written by "
+                         "napari-unet: share its own package instead")
     if not isinstance(model, UNet):
         from .io import load_model
 

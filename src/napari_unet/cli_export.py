@@ -19,8 +19,6 @@ def cmd_export(a: argparse.Namespace) -> int:
     from .io import load_model
 
     model = load_model(a.model)
-    if getattr(model, "is_bioimageio_runtime", False):
-        raise ValueError(f"{a.model} is already a bioimage.io model not written by napari-unet")
     sample = None
     if a.sample:
         from .files import read_array

@@ -210,7 +210,8 @@ class SegmentWidget(QWidget):
         name = self.model_combo.itemText(index)
         if name == LOAD_FILE:
             path, _ = QFileDialog.getOpenFileName(self, "Load a U-Net model", "",
-                                                  "napari-unet models (*.pt);;All files (*)")
+                                                  "napari-unet or bioimage.io models (*.pt *.zip);;"
+                                                  "All files (*)")
             if path:
                 self.load_model_file(path)
             else:
