@@ -344,6 +344,15 @@ def export_bioimageio(
     return path
 
 
+def first_error(descr: Any) -> str:
+    """``N errors; LOCATION: MESSAGE`` of an invalid bioimage.io description, on one line."""
+    errors = descr.validation_summary.errors
+    if not errors:
+        return "invalid"
+    msg = " ".join(str(errors[0].msg).split())
+    return f"{len(errors)} errors; {'.'.join(map(str, errors[0].loc))}: {msg}"
+
+
 def _save_package(rdf: dict[str, Any], folder: Path, out: Path) -> None:
     from bioimageio.spec import (
         InvalidDescr,
@@ -355,9 +364,7 @@ def _save_package(rdf: dict[str, Any], folder: Path, out: Path) -> None:
     with ValidationContext(root=folder, perform_io_checks=True):
         descr = build_description(rdf)
     if isinstance(descr, InvalidDescr):
-        errors = descr.validation_summary.errors
-        first = f"{'.'.join(map(str, errors[0].loc))}: {errors[0].msg}" if errors else "invalid"
-        raise ValueError(f"bioimage.io refused the description ({len(errors)} errors; {first})")
+        raise ValueError(f"bioimage.io refused the description ({first_error(descr)})")
     staged = out.with_suffix(".zip")  # the packager wants a .zip name
     try:
         save_bioimageio_package(descr, output_path=staged)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .bioimageio_export import require_bioimageio
+from .bioimageio_export import first_error, require_bioimageio
 
 #: Weight formats that bioimage.io's runtime runs here (torch is installed).
 SUPPORTED_WEIGHTS = ("torchscript", "pytorch_state_dict")
@@ -51,7 +51,7 @@ class BioimageioModel:
 
     def __init__(self, path: str | Path, rdf: dict[str, Any]) -> None:
         require_bioimageio()
-        from bioimageio.core import load_model_description
+        from bioimageio.spec import InvalidDescr, load_description
 
         self.path = Path(path)
         name = str(rdf.get("name") or self.path.stem)
@@ -64,9 +64,11 @@ class BioimageioModel:
                              f"{', '.join(rdf.get('weights') or {}) or 'none'}")
         self.weight_format = formats[0]
         try:
-            descr = load_model_description(self.path, perform_io_checks=False)
+            descr = load_description(self.path, perform_io_checks=False)
         except Exception as err:  # noqa: BLE001 - bioimageio raises many kinds
             raise ValueError(f"{self.path}: bioimage.io cannot read it: {_line(err)}") from None
+        if isinstance(descr, InvalidDescr):
+            raise ValueError(f"{self.path}: not a valid bioimage.io model ({first_error(descr)})")
         if getattr(descr, "format_version", "0.4").startswith("0.4"):
             raise ValueError(f"{self.path}: format {descr.format_version} is not supported; "
                              "convert it to 0.5 (bioimageio update-format)")
@@ -85,6 +87,9 @@ class BioimageioModel:
         self.n_classes = max(2, _channels(self._out))
         self._pipeline: Any = None
         self._device: str | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BioimageioModel:
+        return self  # nothing in it changes: a copy would be the same predictor
 
     def __getattr__(self, name: str) -> Any:
         # training code asks for the config, the halo, the weights...: say why not
