@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 _API = {
     "UNet": "model", "UNetConfig": "model",
     "load_model": "io", "save_model": "io",
-    "predict": "predict", "predict_iter": "predict",
+    "predict": "predict", "predict_iter": "predict", "run": "predict",
     "labels_from_probabilities": "postprocess",
     "finetune_round": "loop", "RoundConfig": "loop", "RoundResult": "loop",
     "TrainConfig": "train", "fine_tune": "train",
@@ -33,6 +33,7 @@ _API = {
     "separation_borders": "weights",
     "elastic_deform": "augment",
     "Normalization": "normalize",
+    "load_nuclei": "_sample_data",
     "export_bioimageio": "bioimageio_export",
 }
 __all__ = ["__version__", *_API]
