@@ -48,3 +48,16 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     assert nu.load_model(tmp_path / "nuclei-ft.pt").record["parent"] == "nuclei-fluorescence"
     assert os.path.getsize(tmp_path / "nuclei-ft.pt") > 0
+
+
+def test_api_doc_examples_run(tmp_path, monkeypatch, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "api.md").read_text(), re.S)
+    assert len(blocks) >= 11
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NAPARI_UNET_AUTOSAVE_DIR", str(tmp_path))
+    namespace = {"__name__": "api_doc"}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/api.md block {i}", "exec"), namespace)
+    documented = set(re.findall(r"^### (.+)$", (ROOT / "docs" / "api.md").read_text(), re.M))
+    names = {n.strip("` ") for line in documented for n in line.split(",")}
+    assert set(REQUIRED) <= names
