@@ -25,7 +25,6 @@ from qtpy.QtWidgets import (
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QVBoxLayout,
@@ -35,6 +34,7 @@ from qtpy.QtWidgets import (
 from ..autosave import default_autosave_dir, read_autosave
 from .autosaver import Autosaver
 from .common import DockWatcher, connect_event, current_slice, same_layer, spatial_ndim
+from .layout import status_label
 from .session import get_session
 
 if TYPE_CHECKING:
@@ -77,8 +77,8 @@ class CorrectionPanel(QGroupBox):
         self.new_button.setToolTip("napari's new label action: an unused label id (largest + 1)"
                                    ", then paint")
         self.erase_button.setToolTip("Remove the object under the mouse cursor (current slice)")
-        self.marks_label = QLabel("corrected: none", self)
-        self.marks_label.setWordWrap(True)
+        self.marks_label = status_label(self)
+        self.marks_label.setText("corrected: none")
         self.autosave_check = QCheckBox("autosave", self)
         self.autosave_check.setChecked(True)
         self.folder_edit = QLineEdit(self)
@@ -87,8 +87,7 @@ class CorrectionPanel(QGroupBox):
         self.browse_button.setToolTip("Choose the autosave folder")
         self.resume_button = QPushButton("Resume…", self)
         self.resume_button.setToolTip("Re-open an autosave file: labels and corrected slices")
-        self.save_label = QLabel("", self)
-        self.save_label.setWordWrap(True)
+        self.save_label = status_label(self)
 
         grid = QGridLayout()
         grid.addWidget(self.mark_button, 0, 0, 1, 2)

@@ -14,12 +14,10 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -36,6 +34,7 @@ from .correct import CorrectionPanel
 from .finetune_after import AfterTrainingMixin
 from .finetune_jobs import finetune_iter, labels_snapshot
 from .finetune_scan import SliceScanMixin
+from .layout import fit_width, scroll_body, status_label
 from .plot import LossPlot
 from .segment import DEVICES
 from .segment_job import labels_name
@@ -139,8 +138,7 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         self.progress = QProgressBar(self)
         self.plot = LossPlot(self)
         self.plot.set_theme(str(napari_viewer.theme))
-        self.status = QLabel("", self)
-        self.status.setWordWrap(True)
+        self.status = status_label(self)
         self._throttle = Throttle(self._show_step, parent=self)
         self.versions = VersionsPanel(self)
         self._watched: Labels | None = None
@@ -168,7 +166,7 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
-        layout = QVBoxLayout(self)
+        layout = scroll_body(self)
         layout.addLayout(form)
         layout.addWidget(self.correction)
         layout.addLayout(train_form)
@@ -178,6 +176,7 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.versions)
         layout.addStretch(1)
+        fit_width(self)
 
         self._pair_labels()
         self._on_layers_chosen()

@@ -20,11 +20,11 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from .common import LayerCombo, current_slice, go_to_slice, image_channel_axis, start_job
+from .layout import fit_width, scroll_body, status_label
 from .segment_job import (
     PREDICTED_KEY,
     SegmentOutput,
@@ -119,8 +119,7 @@ class SegmentWidget(QWidget):
         self.next_button = QPushButton("Next slice to correct", self)
         self.next_button.setToolTip("Go to the unmarked slice with the highest mean uncertainty")
         self.progress = QProgressBar(self)
-        self.status = QLabel("", self)
-        self.status.setWordWrap(True)
+        self.status = status_label(self)
         self.color_label = QLabel("colour (RGB) images: converted to gray for 1-channel "
                                   "models", self)
         self.color_label.setWordWrap(True)
@@ -150,13 +149,14 @@ class SegmentWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = scroll_body(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.next_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        fit_width(self)
 
         self._fill_models()
         self._show_device()

@@ -21,15 +21,14 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
     QFormLayout,
-    QLabel,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
 from .common import LayerCombo, connect_event, current_slice, prefer_labels, spatial_ndim, start_job
 from .layer_writes import write_image_slices
+from .layout import fit_width, scroll_body, status_label
 
 if TYPE_CHECKING:
     import napari
@@ -100,8 +99,7 @@ class BorderWeightsWidget(QWidget):
         self.auto_check.setToolTip("Once computed, follow the painting (adds no layer by itself)")
         self.auto_check.setChecked(True)
         self.compute_button = QPushButton("Compute", self)
-        self.status = QLabel("", self)
-        self.status.setWordWrap(True)
+        self.status = status_label(self)
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(DEBOUNCE_MS)
@@ -113,11 +111,12 @@ class BorderWeightsWidget(QWidget):
         form.addRow("", self.balance_check)
         form.addRow("ignore label", self.ignore_spin)
         form.addRow("", self.auto_check)
-        layout = QVBoxLayout(self)
+        layout = scroll_body(self)
         layout.addLayout(form)
         layout.addWidget(self.compute_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        fit_width(self)
         self._add_callbacks()
         self._watch(self.labels_combo.layer())
 
