@@ -73,15 +73,35 @@ def prepare_anchors(model: Any, slices: Sequence[Any], channel_axis: int | None 
         st = model.stride
         (ny, y0), (nx, x0) = ((min(n, window), (n - min(n, window)) // 2 // st * st)
                               for n in view.yx)
-        win = padded[:, y0 : y0 + ny + 2 * h, x0 : x0 + nx + 2 * h]
-        my, mx = model.valid_input_size(ny + 2 * h), model.valid_input_size(nx + 2 * h)
-        x = pad_to(win, my, mx)
-        with torch.inference_mode():
-            p = torch.softmax(model(torch.from_numpy(x)[None].to(dev)).float(), dim=1)[0]
-        oy, ox = h - (my - model.output_size(my)) // 2, h - (mx - model.output_size(mx)) // 2
-        images.append(np.ascontiguousarray(win))
-        probs.append(p[:, oy : oy + ny, ox : ox + nx].cpu().numpy())
+        win = np.ascontiguousarray(padded[:, y0 : y0 + ny + 2 * h, x0 : x0 + nx + 2 * h])
+        images.append(win)
+        probs.append(_window_probs(model, win, dev))
     return Anchors(images, probs)
+
+
+def _window_probs(model: Any, win: np.ndarray, dev: Any) -> np.ndarray:
+    """One plain forward pass on a normalised window mirrored by the halo: ``(K, Y, X)``."""
+    h = model.halo
+    ny, nx = win.shape[1] - 2 * h, win.shape[2] - 2 * h
+    my, mx = model.valid_input_size(ny + 2 * h), model.valid_input_size(nx + 2 * h)
+    x = pad_to(win, my, mx)
+    with torch.inference_mode():
+        p = torch.softmax(model(torch.from_numpy(x)[None].to(dev)).float(), dim=1)[0]
+    oy, ox = h - (my - model.output_size(my)) // 2, h - (mx - model.output_size(mx)) // 2
+    return p[:, oy : oy + ny, ox : ox + nx].cpu().numpy()
+
+
+def anchor_predictions(model: Any, anchors: Anchors, device: str | torch.device = "auto",
+                       ) -> list[np.ndarray]:
+    """``model``'s probabilities on the anchors' windows, ``(K, Y, X)`` each.
+
+    One plain forward pass per window, as :func:`prepare_anchors` made the references.
+    """
+    from . import devices
+
+    dev = devices.resolve_device(device)
+    model.to(dev).eval()
+    return [_window_probs(model, win, dev) for win in anchors.images]
 
 
 def anchor_crop(anchors: Anchors, in_tile: int, halo: int, rng: np.random.Generator,

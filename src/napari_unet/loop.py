@@ -14,7 +14,10 @@ user corrected and
 4. **trains** (:func:`napari_unet.train.fine_tune`, AdamW with warm-up, steps scaled to the
    amount of corrected data);
 5. **re-tunes the post-processing** of both the parent and the new version on the held-back
-   blocks, which are ground truth the new version never trained on;
+   blocks, which are ground truth the new version never trained on; when the round refined
+   a good parent, the settings within the blocks' margin that best reproduce the parent's
+   labels on the anchor slices win (the new version's probabilities shift: a threshold
+   kept from the parent merged cells on the ISBI stack);
 6. **compares** the two there and reports, e.g. "on your corrections (held-back parts):
    F1 0.41 -> 0.83". A version that is not better is returned with ``accepted=False``:
    callers keep the parent current and say so.
@@ -34,12 +37,13 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .anchor import Anchors, prepare_anchors
+from .anchor import Anchors, anchor_predictions, prepare_anchors
 from .inputs import as_image_view
 from .model import UNet
 from .postprocess import postprocess_settings
 from .selfcheck import (
     CheckResult,
+    anchor_agreement,
     holdout_box,
     parent_quality,
     pixel_agreement,
@@ -307,8 +311,13 @@ def finetune_round(
         yield ev
     model.eval()  # fine_tune trained ``model`` in place
     yield "re-tuning the post-processing and comparing with the parent"
+    prefer = None
+    if prepared is not None and prepared.images and cfg.retune:
+        yield "comparing with the parent on the uncorrected slices"
+        prefer = anchor_agreement(postprocess_settings(parent), prepared.probs,
+                                  anchor_predictions(model, prepared, dev))
     check: CheckResult = yield from score_blocks(parent, model, imgs, labs, boxes, dev,
-                                                 cfg.retune)
+                                                 cfg.retune, prefer)
     accepted = check.better
     n = max(1, len(losses) // 10)
     report = RoundReport(
