@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("napari")
 
+from conftest import wait_finished  # noqa: E402
 from napari_unet._qt.weights import clip_distance  # noqa: E402
 from napari_unet.weights import (  # noqa: E402
     border_distances,
@@ -49,7 +50,32 @@ def test_weight_layers_equal_core_maps_on_current_slice(make_napari_viewer, qtbo
     np.testing.assert_allclose(viewer.layers["d2"].data[1], clip_distance(d2))
     assert np.isfinite(viewer.layers["d2"].data).all()
     lo, hi = viewer.layers["w"].contrast_limits
-    assert lo == pytest.approx(expected.min()) and hi == pytest.approx(expected.max())
+    assert lo == pytest.approx(expected.min()) and lo < hi <= expected.max() + 1e-6
+
+
+def test_w_colour_scale_shows_the_border_term_on_sparse_nuclei(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    yy, xx = np.mgrid[:256, :256]
+    lab = np.zeros((256, 256), np.int32)
+    for i, (cy, cx) in enumerate([(60, 60), (60, 76), (180, 150), (200, 40)], 1):
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 < 49] = i  # small, sparse; two nearly touch
+    viewer.add_labels(lab, name="nuclei")
+    widget = _dock(viewer, "nuclei")
+    wait_finished(qtbot, widget.compute())
+    w = viewer.layers["w"].data
+    w_c = border_weight_map(lab, w0=0.0, sigma=5.0, class_balance=True)
+    border = w - w_c
+    lo, hi = viewer.layers["w"].contrast_limits
+    interior = float(w_c[lab > 0].max())
+    assert interior > 3 * border.max()  # the case of the issue: interiors far above borders
+    ridge = border > 0.1 * border.max()
+    assert ridge.sum() > 20
+    # the border term spans the scale: its strong values are not clipped ...
+    assert hi >= float(w_c[ridge].max() + np.percentile(border[ridge], 99))
+    # ... and the interiors do not set the scale (they alone saturate)
+    assert hi < 0.5 * interior
+    shown = (w[ridge] - lo) / (hi - lo)
+    assert np.mean(shown > 1.0 + 1e-4) < 0.02 and np.ptp(shown) > 0.5  # few clipped
 
 
 def test_weights_follow_painting(make_napari_viewer, qtbot):

@@ -5,7 +5,9 @@ Eq. 2). The layers are added only when the user presses Compute; once there they
 the labels as they are painted (debounced, 300 ms, recomputed in a worker; stacks on the
 current slice only). The dock never changes the selected layer: the layers go below the
 Labels layer, additively blended, so that the image and the labels stay visible and the
-brush keeps painting into the Labels layer.
+brush keeps painting into the Labels layer. The colour scale of ``w`` is set by its border
+term (:func:`w_contrast_limits`): on sparse nuclei the class-balance weight of the object
+interiors is far above it and would leave the borders dark.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ DEBOUNCE_MS = 300
 
 def weights_iter(
     labels: np.ndarray, w0: float, sigma: float, class_balance: bool, ignore_label: int | None,
-) -> Generator[str, None, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Compute ``(w, d1, d2)`` for one 2D label image in a worker (yields stage names)."""
+) -> Generator[str, None, tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]]:
+    """Compute ``(w, d1, d2, w's contrast limits)`` for one 2D label image in a worker."""
     from ..weights import border_distances, border_weight_map, separation_borders
 
     yield "distances"  # to the separated instances, as border_weight_map measures them
@@ -50,7 +52,45 @@ def weights_iter(
     yield "weights"
     w = border_weight_map(labels, w0=w0, sigma=sigma, class_balance=class_balance,
                           ignore_label=ignore_label)
-    return np.asarray(w, np.float32), np.asarray(d1, np.float32), np.asarray(d2, np.float32)
+    w_c = border_weight_map(labels, w0=0.0, sigma=sigma, class_balance=class_balance,
+                            ignore_label=ignore_label)  # no border term: cheap
+    return (np.asarray(w, np.float32), np.asarray(d1, np.float32), np.asarray(d2, np.float32),
+            w_contrast_limits(w, w_c))
+
+
+#: Percentile of the border term that reaches the top of the colour scale.
+BORDER_PERCENTILE = 99.5
+
+
+def w_contrast_limits(w: np.ndarray, w_c: np.ndarray) -> tuple[float, float]:
+    """Contrast limits of ``w`` that show its border term, not the class-balance interiors.
+
+    ``w_c`` takes one value per class, so an object interior that saturates the scale
+    hides nothing; the border term ``w - w_c`` is what varies. The upper limit is the
+    class weight where the border term lives plus its 99.5th percentile (over the pixels
+    where it is above 1% of its maximum); without a border term it is ``w.max()``.
+
+    Parameters
+    ----------
+    w : numpy.ndarray
+        The weight map (Eq. 2).
+    w_c : numpy.ndarray
+        Its class-balance part alone (``border_weight_map(..., w0=0)``).
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)``.
+    """
+    lo, top = float(np.min(w)), float(np.max(w))
+    border = np.asarray(w, np.float64) - w_c
+    peak = float(border.max()) if border.size else 0.0
+    strong = border > 0.01 * peak if peak > 1e-6 * max(1.0, abs(top)) else np.zeros(border.shape, bool)
+    if not strong.any():
+        return lo, top if top > lo else lo + 1.0
+    hi = float(w_c[strong].max()) + float(np.percentile(border[strong], BORDER_PERCENTILE))
+    hi = min(hi, top)
+    return lo, hi if hi > lo else lo + 1.0
 
 
 def clip_distance(d: np.ndarray) -> np.ndarray:
@@ -180,7 +220,7 @@ class BorderWeightsWidget(QWidget):
                 self.balance_check.isChecked(), None if ignore < 0 else ignore)
         self.status.setText("computing…")
 
-        def _done(result: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        def _done(result: tuple[Any, ...]) -> None:
             self._show(layer, z, *result)
 
         self.worker = start_job(lambda: weights_iter(*args), owner=self, viewer=self.viewer,
@@ -195,17 +235,18 @@ class BorderWeightsWidget(QWidget):
             self.compute()
 
     def _show(self, layer: Labels, z: int | None, w: np.ndarray, d1: np.ndarray,
-              d2: np.ndarray) -> None:
+              d2: np.ndarray, limits: tuple[float, float]) -> None:
         if layer not in self.viewer.layers:
             return
         sigma = self.sigma_spin.value()
         d_limits = (0.0, max(1.0, 6.0 * sigma))
         self._put(layer, D1_NAME, z, clip_distance(d1), "viridis", d_limits, visible=False)
         self._put(layer, D2_NAME, z, clip_distance(d2), "cividis", d_limits, visible=False)
-        lo, hi = float(w.min()), float(w.max())
-        self._put(layer, W_NAME, z, w, "inferno", (lo, hi if hi > lo else lo + 1.0), gamma=0.6)
+        self._put(layer, W_NAME, z, w, "inferno", limits, gamma=0.6)
         where = f"slice {z}" if z is not None else "the image"
-        self.status.setText(f"w on {where}: {lo:.2f} … {hi:.2f}")
+        top = float(w.max())
+        note = f"; colours up to {limits[1]:.2f} show the border term" if top > limits[1] else ""
+        self.status.setText(f"w on {where}: {limits[0]:.2f} … {top:.2f}{note}")
         self.updated.emit(-1 if z is None else z)
 
     def _put(self, labels: Labels, name: str, z: int | None, values: np.ndarray, cmap: str,
