@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 SUFFIX = ".autosave.npz"
 DEBOUNCE_MS = 1000
+#: Key of the corrected-slice list in a Labels layer's ``metadata`` (and in the TIFF and
+#: zarr metadata the plugin's writers add): every dock reads the marks from there.
+CORRECTED_KEY = "napari_unet_corrected"
 
 
 def default_autosave_dir() -> Path:
@@ -67,9 +70,15 @@ def autosave_path(labels: Labels, image: Image | None = None, folder: str | Path
     Returns
     -------
     pathlib.Path
-        The ``.autosave.npz`` path.
+        The ``.autosave.npz`` path. Labels opened from an autosave file (dropped on the
+        viewer) keep saving to that file unless their image came from a file or a folder
+        was chosen.
     """
     src = source_path(image) if image is not None else None
+    if src is None and folder is None:
+        own = source_path(labels)
+        if own is not None and own.name.endswith(SUFFIX):  # opened from its autosave file
+            return own
     src = src or source_path(labels)
     if folder is None and src is not None and not src.is_dir():
         stem = src.name.removesuffix(src.suffix)  # keep dots: a.1.tif and a.2.tif differ
@@ -166,7 +175,11 @@ class _Superseded(Exception):
 def read_autosave(path: str | Path) -> tuple[np.ndarray, list[int], dict[str, Any]]:
     """Read an autosave file: ``(labels, corrected slices, meta)``."""
     with np.load(Path(path), allow_pickle=False) as f:
-        labels = f["labels"]
-        corrected = [int(z) for z in f["corrected"]]
+        labels, marks = f["labels"], f["corrected"]
+        if not isinstance(labels, np.ndarray) or not isinstance(marks, np.ndarray):
+            raise ValueError(f"{Path(path).name} holds no labels array (not an autosave file)")
+        if marks.ndim != 1 or (marks.size and not np.issubdtype(marks.dtype, np.integer)):
+            raise ValueError(f"{Path(path).name}: the corrected slices are not a list of numbers")
+        corrected = [int(z) for z in marks]
         meta = json.loads(str(f["meta"])) if "meta" in f else {}
     return labels, corrected, meta

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QObject, Signal
 
+from ..autosave import CORRECTED_KEY
+
 if TYPE_CHECKING:
     from napari.layers import Labels
 
     from ..model import UNet
 
-#: Key of the corrected-slice list in ``labels_layer.metadata``.
-CORRECTED_KEY = "napari_unet_corrected"
 #: Name of the untrained default model offered when nothing better is available.
 NEW_MODEL = "new (untrained)"
 #: Architecture of that default model.
@@ -100,6 +100,9 @@ class Session(QObject):
         self._current: str | None = None
         self._counter = 0
         self.reset()
+        from .._readers import watch_models
+
+        watch_models(self._on_model_read)  # model files dropped on the viewer
 
     # --- model versions ------------------------------------------------------------
     def reset(self) -> None:
@@ -192,16 +195,26 @@ class Session(QObject):
             self.set_current(name)
         return version
 
-    def add_file(self, path: str | Path, *, select: bool = True) -> ModelVersion:
-        """Add a model file (loaded lazily) and optionally select it."""
+    def add_file(self, path: str | Path, *, select: bool = True, model: Any = None,
+                 ) -> ModelVersion:
+        """Add a model file (loaded lazily, unless ``model`` is it) and optionally select it."""
         p = Path(path)
         name = self._unique(p.name)
-        version = ModelVersion(name, "file", source=str(p))
+        version = ModelVersion(name, "file", source=str(p), _model=model)
+        if isinstance(getattr(model, "record", None), dict):
+            model.record.setdefault("name", name)
         self._versions[name] = version
         self.versions_changed.emit()
         if select:
             self.set_current(name)
         return version
+
+    def _on_model_read(self, path: Path, model: Any) -> None:
+        """A model file was opened through the plugin's reader: list it and select it."""
+        from napari.utils.notifications import show_info
+
+        version = self.add_file(path, model=model)
+        show_info(f"napari-unet: model {version.name} added to the Segment dock's list")
 
     # --- corrected slices ----------------------------------------------------------
     @staticmethod
