@@ -71,6 +71,12 @@ def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_
     assert widget.train_config().start == "scratch"
     assert widget.plot.steps == [1, 2]
     assert widget.progress.value() == 2
+    report = model.record["self_check"]
+    title = widget.plot.axes.get_title()  # the self-check's before/after score
+    assert title == (f"self-check {report['metric']}: {report['parent_score']:.2f} -> "
+                     f"{report['new_score']:.2f} (better)")
+    assert len(widget.plot.smooth_line.get_xdata()) == 2  # the smoothed curve is drawn
+    assert worker.activity is not None and worker.activity.closed  # activity dock bar gone
     for k, v in _state(tiny_session.get("tiny").get_model()).items():
         torch.testing.assert_close(v, before[k])  # the parent is untouched
     # the Segment model list shows the new version too

@@ -135,6 +135,16 @@ def test_overwrite_of_a_corrected_slice_can_be_undone(make_napari_viewer, qtbot)
     assert "Ctrl-Z" in widget.status.text()
     labels.undo()  # what Ctrl-Z does in the layer
     np.testing.assert_array_equal(labels.data, corrected)
+    assert get_session().corrected(labels) == [1, 2]  # the mark came back with the data
+    labels.redo()
+    assert labels.data[1, 10:20, 10:20].max() != 77
+    assert get_session().corrected(labels) == [2]  # a prediction again: unmarked again
+    labels.undo()
+    assert get_session().corrected(labels) == [1, 2]
+    get_session().toggle_corrected(labels, 1)  # the user unmarks it by hand ...
+    viewer.dims.set_current_step(0, 2)
+    viewer.dims.set_current_step(0, 1)  # ... and the layer is redrawn: the choice stays
+    assert get_session().corrected(labels) == [2]
 
 
 def test_next_slice_goes_to_highest_mean_uncertainty(make_napari_viewer, qtbot):

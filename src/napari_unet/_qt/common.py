@@ -110,6 +110,7 @@ def start_job(
     on_finish: Callable[[], None] | None = None,
     on_error: Callable[[str], None] | None = None,
     what: str = "napari-unet",
+    activity: str | None = None,
 ) -> GeneratorWorker:
     """Run a generator in a napari thread worker and connect it to a dock.
 
@@ -131,6 +132,9 @@ def start_job(
         notification), e.g. to update the dock's status line.
     what : str
         Prefix of the error notification.
+    activity : str, optional
+        Also show the job in napari's activity dock under this description, with a Cancel
+        button (``worker.activity``, an :class:`~.activity.ActivityBar`, takes updates).
 
     Returns
     -------
@@ -166,6 +170,8 @@ def start_job(
             on_return(value)
 
     def _finished() -> None:
+        if bar is not None:
+            bar.close()
         inner = state.pop("inner", None)
         if inner is not None:  # cancelled: release the suspended core generator now
             inner.close()
@@ -181,6 +187,12 @@ def start_job(
         if alive[0] and on_finish is not None:
             on_finish()
 
+    bar = None
+    if activity is not None:
+        from .activity import ActivityBar
+
+        bar = ActivityBar(activity, worker.quit)
+    worker.activity = bar
     track_worker(worker)
     worker.yielded.connect(_yielded)
     worker.returned.connect(_returned)

@@ -14,7 +14,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -31,6 +30,7 @@ from .common import (
     start_job,
 )
 from .correct import CorrectionPanel
+from .dialogs import ask_train_unmarked
 from .finetune_after import AfterTrainingMixin
 from .finetune_jobs import finetune_iter, labels_snapshot
 from .finetune_scan import SliceScanMixin
@@ -45,20 +45,6 @@ from .versions import VersionsPanel
 
 if TYPE_CHECKING:
     import napari
-
-
-def ask_train_unmarked(parent: QWidget, slices: Sequence[int]) -> bool:
-    """Ask before training on ticked slices that were never marked as corrected."""
-    listed = ", ".join(str(z) for z in slices)
-    answer = QMessageBox.warning(
-        parent, "Train on slices that are not marked corrected?",
-        f"Slice(s) {listed} are ticked but not marked as corrected. If they still hold the "
-        "model's own prediction, training on them teaches the model its own mistakes.\n\n"
-        "Train on them anyway?",
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
 
 
 class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
@@ -304,7 +290,7 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         self.worker = start_job(
             lambda: finetune_iter(version, images, lab, config, slices if stack else None, axis),
             owner=self, viewer=self.viewer, on_yield=self._on_step, on_return=_done,
-            on_finish=self._on_finished, what="Fine-tune",
+            on_finish=self._on_finished, what="Fine-tune", activity=f"Fine-tune {version.name}",
             on_error=lambda msg: self.status.setText(f"fine-tuning failed: {msg}"),
         )
         return self.worker
@@ -321,6 +307,9 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
             return
         self.progress.setMaximum(int(event.steps))
         self.progress.setValue(int(event.step))
+        bar = getattr(self.worker, "activity", None)
+        if bar is not None:  # napari's activity dock
+            bar.set(event.step, event.steps, f"Fine-tune: loss {event.loss:.4f}")
         # in the bar, not the status line: a wrapped label's new text re-lays out the
         # whole window (tens of ms each time)
         self.progress.setFormat(f"step {event.step}/{event.steps}: loss {event.loss:.4f} "

@@ -16,7 +16,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -24,7 +23,9 @@ from qtpy.QtWidgets import (
 )
 
 from .common import LayerCombo, current_slice, go_to_slice, image_channel_axis, start_job
+from .dialogs import ask_overwrite
 from .layout import fit_width, scroll_body, status_label
+from .mark_undo import MarkFollower
 from .segment_job import (
     PREDICTED_KEY,
     SegmentOutput,
@@ -45,19 +46,6 @@ if TYPE_CHECKING:
 LOAD_FILE = "Load from file…"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SCOPES = ("current slice", "whole stack")
-
-
-def ask_overwrite(parent: QWidget, slices: Sequence[int]) -> bool:
-    """Ask whether corrected ``slices`` may be overwritten (a modal QMessageBox)."""
-    listed = ", ".join(str(z) for z in slices)
-    answer = QMessageBox.question(
-        parent, "Overwrite corrected slices?",
-        f"Slice(s) {listed} are marked as corrected. Overwrite them with the new "
-        "prediction?\n(No: keep your corrections and segment the other slices only.)",
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-        QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
 
 
 class SegmentWidget(QWidget):
@@ -126,6 +114,7 @@ class SegmentWidget(QWidget):
         self.color_label.setVisible(False)
         self._note = ""
         self._throttle = Throttle(self._on_progress, parent=self)
+        self.mark_follower = MarkFollower(self)
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -306,6 +295,7 @@ class SegmentWidget(QWidget):
             lambda: segment_iter(version, req), owner=self, viewer=self.viewer,
             on_yield=self._throttle.push, on_return=_done, on_finish=self._on_finished,
             on_error=lambda msg: self.status.setText(f"failed: {msg}"), what="Segment",
+            activity=f"Segment {image.name}",
         )
         return self.worker
 
@@ -321,10 +311,11 @@ class SegmentWidget(QWidget):
         overwrite = [z for z in overwrite if z in out.slices]
         if labels is not None and overwrite:
             self.session.overwriting.emit(labels, list(overwrite))  # autosave backs them up
-        try:
-            labels = apply_segmentation(self.viewer, image, out, keep=keep,
-                                        probability=self.prob_check.isChecked(),
-                                        uncertainty=self.unc_check.isChecked())
+        try:  # the overwritten slices are unmarked; their marks follow Ctrl-Z
+            with self.mark_follower.overwrite(labels, overwrite):
+                labels = apply_segmentation(self.viewer, image, out, keep=keep,
+                                            probability=self.prob_check.isChecked(),
+                                            uncertainty=self.unc_check.isChecked())
         except ValueError as err:
             show_error(f"Segment: {err}")
             self.status.setText(f"failed: {err}")
@@ -336,10 +327,9 @@ class SegmentWidget(QWidget):
         if out.note:
             text += f" ({out.note})"
         if labels is not None and overwrite:
-            left = [z for z in self.session.corrected(labels) if z not in set(overwrite)]
-            self.session.set_corrected(labels, left)
             text += (f"; slice(s) {', '.join(map(str, overwrite))} overwritten and unmarked "
-                     "(Ctrl-Z in the labels layer brings them back; autosave kept a backup)")
+                     "(Ctrl-Z in the labels layer brings them back, marked; autosave kept a "
+                     "backup)")
         self.status.setText(text)
 
     def _on_progress(self, event: Any) -> None:
@@ -352,6 +342,9 @@ class SegmentWidget(QWidget):
             return
         self.progress.setMaximum(max(1, int(event.total)))
         self.progress.setValue(int(event.done))
+        bar = getattr(self.worker, "activity", None)
+        if bar is not None:  # napari's activity dock
+            bar.set(event.done, event.total, f"Segment: slice {event.z}")
         note = f" ({self._note})" if self._note else ""
         # in the bar, not the status line: a wrapped label's new text re-lays out the
         # whole window (tens of ms each time)
