@@ -200,7 +200,8 @@ KILL_SCRIPT = textwrap.dedent('''
             except Exception as err:
                 sys.exit(f"{name}: the output was broken after kill {r + 1}: {err}")
         write(0)  # a normal write after the kills removes their temporaries
-    left = [n for n in os.listdir(".") if ".napari-unet-" in n or n.endswith(".tmp")]
+    left = [n for _, _, names in os.walk(".") for n in names
+            if ".napari-unet-" in n or n.endswith(".tmp")]
     sys.exit(f"temporaries left: {left}" if left else 0)
 ''')
 

@@ -11,7 +11,9 @@ from napari_unet._qt.session import get_session  # noqa: E402
 from napari_unet.autosave import (  # noqa: E402
     SUFFIX,
     autosave_path,
+    backup_path,
     read_autosave,
+    slices_dir,
     write_autosave,
 )
 
@@ -41,7 +43,28 @@ def test_write_and_read_are_atomic_roundtrip(tmp_path):
     out, marks, meta = read_autosave(path)
     np.testing.assert_array_equal(out, lab)
     assert marks == [1] and meta["layer"] == "a"
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
+    folder = slices_dir(path)  # a stack: one file per slice
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, folder.name]
+    assert len(list(folder.iterdir())) == 2  # no temp file left
+
+
+def test_a_stack_is_saved_per_slice_and_backups_keep_their_slices(tmp_path):
+    path = tmp_path / f"a{SUFFIX}"
+    lab = np.zeros((5, 32, 32), np.uint16)
+    write_autosave(path, lab, [], {}, backup=True)
+    files = read_autosave(path)[2]["slice_files"]
+    new = lab.copy()
+    new[3, :4, :4] = 7
+    write_autosave(path, new, [3], {}, dirty=[3])
+    out, marks, meta = read_autosave(path)
+    np.testing.assert_array_equal(out, new)
+    assert marks == [3]
+    changed = {z for z in files if meta["slice_files"][z] != files[z]}
+    assert changed == {"3"}  # only the dirty slice was written again
+    np.testing.assert_array_equal(read_autosave(backup_path(path, 1))[0], lab)  # kept
+    assert len(list(slices_dir(path).iterdir())) == 6  # 5 listed + the backup's slice 3
+    write_autosave(path, new[:2], [], {}, dirty=[])  # another shape: every slice written
+    np.testing.assert_array_equal(read_autosave(path)[0], new[:2])
 
 
 def test_autosave_after_painting_reloads_the_same_labels(make_napari_viewer, qtbot, tmp_path):
@@ -58,6 +81,13 @@ def test_autosave_after_painting_reloads_the_same_labels(make_napari_viewer, qtb
     np.testing.assert_array_equal(data, labels.data)
     assert data[1, 5:15, 5:15].min() == 999
     assert marks == [] and meta["layer"] == "nuclei ground truth"
+    files = meta["slice_files"]
+    with qtbot.waitSignal(saver.saved, timeout=TIMEOUT) as blocker:  # a second stroke
+        labels.data_setitem((np.full(ys.size, 1), ys.ravel() + 20, xs.ravel()), 998)
+    data, _, meta = read_autosave(blocker.args[0])
+    np.testing.assert_array_equal(data, labels.data)
+    assert saver.last_copied == [1]  # only the painted slice was copied ...
+    assert {z for z in files if meta["slice_files"][z] != files[z]} == {"1"}  # ... and written
 
 
 def test_marking_saves_immediately_and_resume_restores(make_napari_viewer, qtbot, tmp_path):

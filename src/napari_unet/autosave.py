@@ -1,15 +1,22 @@
 """Autosave of corrected labels and the marked slices, and resuming from the file.
 
-The file is a ``.npz`` holding ``labels``, ``corrected`` (the marked slice indices) and
+The file ``<name>.autosave.npz`` holds ``corrected`` (the marked slice indices) and
 ``meta`` (JSON text: layer name, image path, shape, time). It lies beside the image
-(``<image>.autosave.npz``) when the image came from a file, else in a folder (default
-``~/.napari-unet/autosave``, or ``$NAPARI_UNET_AUTOSAVE_DIR``). Every write goes to a
-temporary file first and is moved into place with ``os.replace``, so a crash leaves
-either the old or the new file, never a broken one.
+(``<image>.<layer>.autosave.npz``) when the image came from a file, else in a folder
+(default ``~/.napari-unet/autosave``, or ``$NAPARI_UNET_AUTOSAVE_DIR``).
+
+A 2D layer's labels are in the file itself (``labels``). A stack is saved **per slice**:
+each slice is a small compressed ``.npz`` in the folder ``<name>.autosave.slices`` beside
+the file, and the file lists which slice file holds each slice. A save writes only the
+slices that changed (``dirty``) under new names, then the list; the slice files no list
+refers to any more are removed afterwards. Every file goes through the one atomic writer
+(:func:`~napari_unet.outputs.atomic_output`: a temporary file, fsync, ``os.replace``),
+and the list is written last, so a crash at any moment leaves the previous save whole.
 
 Rotating backups keep earlier corrected versions: each time a slice is marked corrected,
 and just before Segment overwrites a corrected slice, the written file is also kept as
-``<name>.backup1.autosave.npz`` (the older backups move to ``backup2`` ... ``backup5``).
+``<name>.backup1.autosave.npz`` (the older backups move to ``backup2`` ... ``backup5``); a
+backup's slice files are kept as long as a backup lists them.
 :class:`~napari_unet._qt.autosaver.Autosaver` does the saving.
 """
 
@@ -19,19 +26,23 @@ import datetime as dt
 import json
 import os
 import re
+import secrets
 import shutil
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .outputs import atomic_output
+from .outputs import _TAG, atomic_output, clean_stale
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
 
 SUFFIX = ".autosave.npz"
+#: Folder of a stack's slice files, beside the file (``<name>.autosave.slices``).
+SLICES_SUFFIX = ".autosave.slices"
 DEBOUNCE_MS = 1000
 #: Key of the corrected-slice list in a Labels layer's ``metadata`` (and in the TIFF and
 #: zarr metadata the plugin's writers add): every dock reads the marks from there.
@@ -127,14 +138,71 @@ def rotate_backups(path: str | Path, keep: int = KEEP_BACKUPS) -> Path | None:
     return first
 
 
+def slices_dir(path: str | Path) -> Path:
+    """The folder holding the slice files of the autosave ``path`` (and of its backups)."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(SUFFIX) + SLICES_SUFFIX)
+
+
+#: Slice files a write in progress (in this process) refers to: never collected.
+_IN_FLIGHT: dict[int, set[str]] = {}
+
+
+def _slice_file(z: int) -> str:
+    return f"z{int(z):05d}-{secrets.token_hex(6)}.npz"
+
+
+def _listed(path: Path) -> dict[int, str]:
+    """The slice files an autosave file lists (empty when it is missing, 2D or unreadable)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"])) if "meta" in f else {}
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {int(z): str(name) for z, name in meta.get("slice_files", {}).items()}
+
+
+def _collect(path: Path) -> None:
+    """Remove the slice files that neither the file nor a backup lists (nor a write uses)."""
+    folder = slices_dir(path)
+    if not folder.is_dir():
+        return
+    keep = set(_listed(path).values())
+    for n in range(1, KEEP_BACKUPS + 2):
+        keep |= set(_listed(backup_path(path, n)).values())
+    for names in _IN_FLIGHT.values():
+        keep |= names
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith(".") and _TAG in name:  # a killed write's temporary
+            clean_stale(folder / name[1:name.index(_TAG)])
+        elif name.startswith("z") and name.endswith(".npz") and name not in keep:
+            entry.unlink(missing_ok=True)
+
+
+def _save_npz(target: Path, **arrays: np.ndarray) -> None:
+    with atomic_output(target, directory=False) as tmp:  # the one atomic writer
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
 def write_autosave(path: str | Path, labels: np.ndarray, corrected: list[int],
                    meta: dict[str, Any] | None = None, seq: int | None = None,
-                   backup: bool = False) -> Path:
-    """Write labels and marks atomically (temporary file, fsync, ``os.replace``).
+                   backup: bool = False, dirty: Iterable[int] | None = None) -> Path:
+    """Write labels and marks atomically; a stack only in the slices that changed.
 
     ``seq`` numbers snapshots: a write whose ``seq`` is older than one already committed to
     the same file is dropped (a background write finishing after a synchronous flush).
     With ``backup`` the written file is also kept as backup 1 (:func:`rotate_backups`).
+
+    Parameters
+    ----------
+    dirty : iterable of int, optional
+        Slices of a stack that changed since the last write to ``path``; the others keep
+        their slice files. None: every slice is written (also when the last save does
+        not match the shape and dtype of ``labels``).
 
     Returns
     -------
@@ -142,14 +210,33 @@ def write_autosave(path: str | Path, labels: np.ndarray, corrected: list[int],
         The written path.
     """
     path = Path(path)
+    labels = np.asarray(labels)
     info = {"saved": dt.datetime.now().isoformat(timespec="seconds"), **(meta or {})}
-    key, locked = str(path.resolve()), False
+    key, locked, token = str(path.resolve()), False, secrets.randbits(48)
+    arrays: dict[str, np.ndarray] = {"corrected": np.asarray(sorted(corrected), np.int64)}
     try:
-        with atomic_output(path, directory=False) as tmp:  # the one atomic writer
+        if labels.ndim >= 3:
+            with _COMMIT_LOCK:  # what the last save lists, protected from collection
+                files = _listed(path)
+                same = _same_layout(path, labels)
+                todo = set(range(labels.shape[0])) if dirty is None or not same else (
+                    {int(z) for z in dirty} | (set(range(labels.shape[0])) - set(files)))
+                files = {z: name for z, name in files.items()
+                         if z < labels.shape[0] and z not in todo}
+                files.update({z: _slice_file(z) for z in todo})
+                _IN_FLIGHT[token] = set(files.values())
+            folder = slices_dir(path)
+            folder.mkdir(parents=True, exist_ok=True)
+            for z in sorted(todo):
+                _save_npz(folder / files[z], labels=labels[z])
+            info.update(format=2, slices_dir=folder.name, dtype=labels.dtype.str,
+                        shape=list(labels.shape), slice_files={str(z): files[z] for z in files})
+        else:
+            arrays["labels"] = labels
+        arrays["meta"] = np.asarray(json.dumps(info))
+        with atomic_output(path, directory=False) as tmp:  # the list (or 2D file) last
             with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, labels=np.asarray(labels),
-                                    corrected=np.asarray(sorted(corrected), np.int64),
-                                    meta=np.asarray(json.dumps(info)))
+                np.savez_compressed(fh, **arrays)
                 fh.flush()
                 os.fsync(fh.fileno())
             _COMMIT_LOCK.acquire()  # held until the rename is done (leaving the block)
@@ -160,12 +247,26 @@ def write_autosave(path: str | Path, labels: np.ndarray, corrected: list[int],
             _COMMITTED[key] = seq
         if backup:
             rotate_backups(path)
+        _IN_FLIGHT.pop(token, None)
+        _collect(path)
     except _Superseded:
         pass
     finally:
+        _IN_FLIGHT.pop(token, None)
         if locked:
             _COMMIT_LOCK.release()
     return path
+
+
+def _same_layout(path: Path, labels: np.ndarray) -> bool:
+    """Whether the last save of ``path`` is a stack of the shape and dtype of ``labels``."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"])) if "meta" in f else {}
+    except (OSError, ValueError, KeyError):
+        return False
+    return (meta.get("format") == 2 and meta.get("shape") == list(labels.shape)
+            and meta.get("dtype") == labels.dtype.str)
 
 
 class _Superseded(Exception):
@@ -173,13 +274,16 @@ class _Superseded(Exception):
 
 
 def read_autosave(path: str | Path) -> tuple[np.ndarray, list[int], dict[str, Any]]:
-    """Read an autosave file: ``(labels, corrected slices, meta)``."""
-    with np.load(Path(path), allow_pickle=False) as f:
-        labels, marks = f["labels"], f["corrected"]
-        if not isinstance(labels, np.ndarray) or not isinstance(marks, np.ndarray):
-            raise ValueError(f"{Path(path).name} holds no labels array (not an autosave file)")
-        if marks.ndim != 1 or (marks.size and not np.issubdtype(marks.dtype, np.integer)):
-            raise ValueError(f"{Path(path).name}: the corrected slices are not a list of numbers")
-        corrected = [int(z) for z in marks]
+    """Read an autosave file (or a backup): ``(labels, corrected slices, meta)``."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as f:
+        corrected = [int(z) for z in f["corrected"]]
         meta = json.loads(str(f["meta"])) if "meta" in f else {}
+        if "labels" in f:  # a 2D layer, or a file from before the per-slice format
+            return f["labels"], corrected, meta
+    folder = path.with_name(meta["slices_dir"])
+    labels = np.zeros(meta["shape"], np.dtype(meta["dtype"]))
+    for z, name in meta["slice_files"].items():
+        with np.load(folder / name, allow_pickle=False) as f:
+            labels[int(z)] = f["labels"]
     return labels, corrected, meta

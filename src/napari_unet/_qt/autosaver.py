@@ -2,9 +2,10 @@
 
 The GUI thread copies nothing but what is about to be overwritten: the worker keeps one
 mirror of the labels and brings it up to date slice by slice, copying only the slices
-that differ from the layer (painting, Segment, undo alike), then writes the mirror. So a
-save costs the GUI thread no time, and the memory stays one copy of the labels however
-often the user paints.
+that differ from the layer (painting, Segment, undo alike), then writes those slices
+only (:func:`~napari_unet.autosave.write_autosave` with ``dirty``). So a save costs the
+GUI thread no time, its disk and CPU work is one slice per painted slice, and the memory
+stays one copy of the labels however often the user paints.
 """
 
 from __future__ import annotations
@@ -188,11 +189,12 @@ class Autosaver(QObject):
                 arr, copied = sync_mirror(mirror, job["live"], job["pinned"])
             except (ValueError, TypeError, MemoryError) as err:
                 return JobFailed(err), None, []
+            dirty = sorted(set(copied) | set(job["pinned"]))  # only these slices are written
             try:
                 out = write_autosave(job["path"], arr, job["corrected"], job["meta"],
-                                     job["seq"], backup=job["backup"])
+                                     job["seq"], backup=job["backup"], dirty=dirty)
             except OSError as err:  # a full disk or a read-only folder: tell the user, go on
-                return JobFailed(err), arr, copied
+                return JobFailed(err), None, copied  # no mirror: the next save writes all
             return out, arr, copied
 
         self.worker = track_worker(_write())
