@@ -228,3 +228,14 @@ def test_a_refined_version_takes_the_threshold_that_reproduces_the_parent_elsewh
     picked, score = tune_postprocess(settings, block, prefer=prefer)
     assert picked["threshold"] >= 0.6 and score < 1e-6
     assert prefer(picked) > prefer(settings) + 0.1
+
+
+def test_a_tie_on_the_held_back_blocks_is_reported_as_a_tie():
+    from napari_unet.loop import RoundReport
+
+    rep = RoundReport(metric="F1", parent_score=1.0, new_score=1.0, accepted=True,
+                      held_back=True, inverted=False, anchored=0, steps=1, seconds=1.0,
+                      n_slices=1, loss_first=1.0, loss_last=0.5, postprocess={})
+    assert "F1 1.000 -> 1.000 (better: a tie, decided by the pixels)" in rep.summary()
+    rep.new_score = 0.9
+    assert rep.summary().endswith("(better)")

@@ -147,6 +147,9 @@ class RoundReport:
         where = "held-back parts of your corrections" if self.held_back else \
             "your corrections (trained on; no part held back)"
         verdict = "better" if self.accepted else "NOT better: keep the parent"
+        if f"{self.parent_score:.3f}" == f"{self.new_score:.3f}":
+            verdict += (": a tie, decided by the pixels" if self.accepted else
+                        ": a tie, and the pixels did not favour it")
         extra = "; input inverted (dark objects on bright)" if self.inverted else ""
         return (f"on {where}: {self.metric} {self.parent_score:.3f} -> {self.new_score:.3f} "
                 f"({verdict}){extra}")
