@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("napari")
 
 from napari_unet import _readers  # noqa: E402
+from napari_unet._qt.common import same_layer  # noqa: E402
 from napari_unet._qt.session import get_session  # noqa: E402
 from napari_unet._writers import labels_dtype, read_labels_marks  # noqa: E402
 from napari_unet.autosave import CORRECTED_KEY, SUFFIX, autosave_path, write_autosave  # noqa: E402
@@ -37,16 +38,18 @@ def test_open_autosave_gives_labels_and_marks_the_dock_sees(make_napari_viewer, 
     lab = _stack()
     path = write_autosave(tmp_path / f"cells{SUFFIX}", lab, [2, 0], {"layer": "cells labels"})
     viewer = make_napari_viewer()
+    viewer.add_image(np.zeros(lab.shape, np.uint8), name="cells")
     _, dock = viewer.window.add_plugin_dock_widget("napari-unet", "Fine-tune")
+    dock.image_combo.set_layer("cells")
     (layer,) = viewer.open(str(path), plugin="napari-unet")
     assert type(layer).__name__ == "Labels" and layer.name == "cells labels"
     np.testing.assert_array_equal(layer.data, lab)
     assert get_session().corrected(layer) == [0, 2]  # where every dock reads the marks
-    dock.labels_combo.set_layer(layer)
-    dock.refresh_slices()
+    # as after Resume: the dock takes the image's labels and ticks the marked slices
+    assert same_layer(dock.labels_combo.layer(), layer)
     assert dock.slice_list.checked() == [0, 2]
-    # the dropped layer keeps saving into the file it came from
-    assert autosave_path(layer) == path
+    # and the dropped layer keeps saving into the file it came from
+    assert dock.correction.autosaver.path == path == autosave_path(layer)
 
 
 def test_autosave_reader_ignores_other_npz(tmp_path):
@@ -85,7 +88,7 @@ def test_drop_model_file_adds_it_to_the_segment_list(make_napari_viewer, tmp_pat
     viewer = make_napari_viewer()
     _, dock = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     assert "mine.pt" not in [dock.model_combo.itemText(i) for i in range(dock.model_combo.count())]
-    assert viewer.open(str(path), plugin="napari-unet") == []  # no layer, a model
+    assert viewer.open(str(path), plugin=None) == []  # as a drop: the only .pt reader
     items = [dock.model_combo.itemText(i) for i in range(dock.model_combo.count())]
     assert "mine.pt" in items and dock.model_combo.currentText() == "mine.pt"
     version = get_session().get("mine.pt")
@@ -103,6 +106,38 @@ def test_model_read_before_any_dock_joins_the_list_later(tmp_path, tiny_net, mon
     assert [p.name for p, _ in _readers._pending] == ["early.pt"]
     assert "early.pt" in session_mod.get_session().names()
     assert _readers._pending == []
+
+
+def test_drop_bioimageio_package_adds_it_to_the_segment_list(make_napari_viewer, tmp_path,
+                                                             tiny_net, monkeypatch):
+    pytest.importorskip("bioimageio.spec", reason="export needs the [bioimageio] extra")
+    import socket
+
+    from napari_unet.bioimageio_export import export_bioimageio
+
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    package = export_bioimageio(tiny_net, tmp_path / "tiny.zip")
+    viewer = make_napari_viewer()
+    _, dock = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    assert viewer.open(str(package), plugin="napari-unet") == []
+    assert dock.model_combo.currentText() == "tiny.zip"
+    model = get_session().get("tiny.zip").get_model()
+    assert model.config == tiny_net.config  # our own export: a UNet again
+
+
+def test_readers_and_writers_import_no_qt_or_napari():
+    import subprocess
+    import sys
+
+    code = ("import sys, napari_unet._readers, napari_unet._writers; "
+            "bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'magicgui') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_broken_model_file_gives_one_line_error_and_no_entry(make_napari_viewer, tmp_path):

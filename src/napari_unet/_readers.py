@@ -44,7 +44,7 @@ def _one_path(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Pat
 
 # --- autosave files ------------------------------------------------------------------
 def is_autosave_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is an autosave ``.npz`` (a zip holding ``labels`` and ``corrected``)."""
+    """Whether ``path`` is an autosave ``.npz`` (a zip holding ``corrected`` and the labels)."""
     p = Path(path)
     if not p.name.endswith(SUFFIX) or not p.is_file():
         return False
@@ -53,7 +53,8 @@ def is_autosave_file(path: str | os.PathLike) -> bool:
             names = set(z.namelist())
     except (OSError, zipfile.BadZipFile):
         return False
-    return {"labels.npy", "corrected.npy"} <= names
+    # 2D labels are in the file; a stack's slices may lie in slice files beside it
+    return "corrected.npy" in names and bool({"labels.npy", "meta.npy"} & names)
 
 
 def read_autosave_layer(path: str | os.PathLike) -> LayerData:
@@ -71,9 +72,12 @@ def read_autosave_layer(path: str | os.PathLike) -> LayerData:
     p = Path(path)
     try:
         data, marks, meta = read_autosave(p)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"cannot read {p.name} as a napari-unet autosave file: "
                          f"{type(err).__name__}: {err}".splitlines()[0]) from None
+    if not isinstance(data, np.ndarray):  # a member that is no .npy array comes back as bytes
+        raise ValueError(f"cannot read {p.name} as a napari-unet autosave file: "
+                         "it holds no labels array")
     if data.ndim < 2 or not np.issubdtype(data.dtype, np.integer):
         raise ValueError(f"{p.name}: the saved labels are not an integer image "
                          f"(shape {data.shape}, dtype {data.dtype})")
