@@ -153,3 +153,37 @@ def test_train_refuses_nonsense_before_any_work(tmp_path, blobs, tiny_net, capsy
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_train_takes_several_images_as_pairs_or_folders(tmp_path, blobs, tiny_net, capsys):
+    img, lab = blobs
+    (tmp_path / "im").mkdir()
+    (tmp_path / "lb").mkdir()
+    tifffile.imwrite(tmp_path / "im" / "a.tif", img)
+    tifffile.imwrite(tmp_path / "im" / "b.tif", np.stack([img[::-1], img]))  # a stack
+    tifffile.imwrite(tmp_path / "lb" / "a_labels.tif", lab)
+    tifffile.imwrite(tmp_path / "lb" / "b.tif", np.stack([lab[::-1], np.zeros_like(lab)]))
+    start = save_model(tiny_net, tmp_path / "start.pt")
+    common = ["--model", str(start), "--steps", "1", "--tile", "32", "--device", "cpu"]
+    assert main(["train", "--images", str(tmp_path / "im"), "--labels", str(tmp_path / "lb"),
+                 *common, "-o", str(tmp_path / "m.pt")]) == 0
+    rec = load_model(tmp_path / "m.pt").record
+    assert rec["data"] == "2 corrected slice(s) of 2 images: a.tif, b.tif[0]"
+    assert rec["anchor_slices"] in (0, 1)  # b.tif[1] is the one uncorrected slice
+    # the same as explicit pairs; a count mismatch and --slices are refused before any work
+    assert main(["train", "--images", str(tmp_path / "im" / "a.tif"),
+                 str(tmp_path / "im" / "b.tif"), "--labels", str(tmp_path / "lb" / "a_labels.tif"),
+                 str(tmp_path / "lb" / "b.tif"), *common, "-o", str(tmp_path / "m2.pt")]) == 0
+    capsys.readouterr()
+    for bad, said in (([str(tmp_path / "lb" / "b.tif")], "one labels file per image"),
+                      ([str(tmp_path / "lb" / "a_labels.tif"), str(tmp_path / "lb" / "b.tif"),
+                        "--slices", "0"], "--slices needs one")):
+        assert main(["train", "--images", str(tmp_path / "im" / "a.tif"),
+                     str(tmp_path / "im" / "b.tif"), "--labels", *bad, *common,
+                     "-o", str(tmp_path / "m3.pt")]) != 0
+        assert said in capsys.readouterr().err
+    assert not (tmp_path / "m3.pt").exists()
+    (tmp_path / "lb" / "a_labels.tif").rename(tmp_path / "lb" / "x.tif")
+    assert main(["train", "--images", str(tmp_path / "im"), "--labels", str(tmp_path / "lb"),
+                 *common, "-o", str(tmp_path / "m4.pt")]) != 0
+    assert "no labels file matches a.tif" in capsys.readouterr().err

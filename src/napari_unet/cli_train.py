@@ -29,6 +29,80 @@ def parse_channel(text: str) -> str | int:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
+IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr")
+
+
+def _listing(folder: Path) -> list[Path]:
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder} holds no .tif, .tiff or .zarr file")
+    return files
+
+
+def _match(image: Path, labels: list[Path]) -> Path:
+    """The labels file of ``image``: the same stem, or the stem and a suffix (``_labels``)."""
+    same = [f for f in labels if f.stem == image.stem]
+    if same:
+        return same[0]
+    longer = [f for f in labels if f.stem.startswith(image.stem)
+              and f.stem[len(image.stem)] in "_-. "]
+    if len(longer) != 1:
+        raise ValueError(f"no labels file matches {image.name} (expected {image.stem}.tif or "
+                         f"{image.stem}_labels.tif; found {len(longer)} candidates)")
+    return longer[0]
+
+
+def input_pairs(images: list[str], labels: list[str]) -> list[tuple[Path, Path]]:
+    """``--images``/``--labels``: files given pairwise, or two folders matched by name."""
+    ims, labs = [Path(x).expanduser() for x in images], [Path(x).expanduser() for x in labels]
+    if len(ims) != len(labs):
+        raise ValueError(f"--images lists {len(ims)} path(s) but --labels {len(labs)}: give "
+                         "one labels file per image")
+    pairs = []
+    for im, lab in zip(ims, labs, strict=True):
+        folders = (im.is_dir() and im.suffix.lower() != ".zarr",
+                   lab.is_dir() and lab.suffix.lower() != ".zarr")
+        if folders[0] != folders[1]:
+            raise ValueError(f"{im} and {lab}: give two files or two folders")
+        if folders[0]:
+            if im.resolve() == lab.resolve():
+                raise ValueError(f"--images and --labels are the same folder {im}: put the "
+                                 "labels in a folder of their own")
+            found = _listing(lab)
+            pairs += [(f, _match(f, found)) for f in _listing(im)]
+        else:
+            pairs.append((im, lab))
+    return pairs
+
+
+def _gather(pairs: list[tuple[Path, Path]], model: Any, a: argparse.Namespace,
+            ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[str]]:
+    """Several images: their corrected slices, three uncorrected ones, and their names."""
+    from .inputs import as_image_view, to_model_channels
+    from .loop import pick_slices
+    from .train import annotated_slices
+
+    imgs, labs, free, names = [], [], [], []
+    for ip, lp in pairs:
+        im, axis = to_model_channels(read_array(ip), model.in_channels, a.channel_axis,
+                                     parse_channel(a.channel))
+        view, lab = as_image_view(im, model.in_channels, axis), np.asarray(read_array(lp))
+        shape = (view.n_slices, *view.yx) if view.is_stack else tuple(view.yx)
+        if lab.shape != shape:
+            raise ValueError(f"{lp.name}: labels shape {lab.shape} differs from {ip.name}'s "
+                             f"spatial shape {shape}")
+        lab3 = lab if view.is_stack else lab[None]
+        done = set(annotated_slices(lab3, a.ignore_label))
+        for z in range(view.n_slices):
+            (imgs if z in done else free).append(view.slice(z))
+            if z in done:
+                labs.append(lab3[z])
+                names.append(f"{ip.name}[{z}]" if view.is_stack else ip.name)
+    if not imgs:
+        raise ValueError("no corrected slice in any labels file: paint labels first")
+    return imgs, labs, [free[z] for z in pick_slices(len(free), [])], names
+
+
 def _run_round(gen: Generator) -> Any:
     """Drive :func:`napari_unet.loop.finetune_round`: stage lines and a step bar."""
     from tqdm import tqdm
@@ -58,8 +132,12 @@ def _run_round(gen: Generator) -> Any:
 
 def cmd_train(a: argparse.Namespace) -> int:
     """Run one round on the corrected slices and write the new model (0 on success)."""
-    check_output(a.output, inputs=[a.images, a.labels, a.model, a.resume, a.checkpoint],
+    pairs = input_pairs(a.images, a.labels)
+    check_output(a.output, inputs=[*a.images, *a.labels, a.model, a.resume, a.checkpoint],
                  overwrite=a.overwrite)
+    if len(pairs) > 1 and a.slices:
+        raise ValueError("--slices needs one --images/--labels pair; with several, every "
+                         "slice holding labels is a corrected one")
     if a.steps is not None and a.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {a.steps} (leave it out for the "
                          "automatic count)")
@@ -76,7 +154,6 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .model import UNet
     from .train import DEFAULT_ARCHITECTURE
 
-    images, labels = read_array(a.images), read_array(a.labels)
     if a.model:
         model = load_model(a.model)
     elif a.resume:
@@ -87,8 +164,6 @@ def cmd_train(a: argparse.Namespace) -> int:
         torch.manual_seed(a.seed)
         model = UNet(**DEFAULT_ARCHITECTURE)
         model.record["name"] = "new network"
-    images, axis = to_model_channels(images, model.in_channels, a.channel_axis,
-                                     parse_channel(a.channel))
     cfg = RoundConfig(polarity=a.polarity if a.model else "keep",
                       start="scratch" if a.from_scratch else "parent",
                       holdout=a.holdout)
@@ -103,15 +178,25 @@ def cmd_train(a: argparse.Namespace) -> int:
         t.augment.enabled = False
     chosen = parse_slices(a.slices)
     anchors = None
-    if a.model and axis is None and np.ndim(images) == 3 and np.ndim(labels) == 3:
-        # as in the Fine-tune dock: three uncorrected slices anchor the fine-tuning
-        from .train import annotated_slices
+    if len(pairs) > 1:
+        images, labels, free, names = _gather(pairs, model, a)
+        axis, anchors = 0, (free or None) if a.model else None
+    else:
+        images, labels = read_array(pairs[0][0]), read_array(pairs[0][1])
+        images, axis = to_model_channels(images, model.in_channels, a.channel_axis,
+                                         parse_channel(a.channel))
+        if a.model and axis is None and np.ndim(images) == 3 and np.ndim(labels) == 3:
+            # as in the Fine-tune dock: three uncorrected slices anchor the fine-tuning
+            from .train import annotated_slices
 
-        done = chosen or annotated_slices(labels, a.ignore_label)
-        anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], done)]
+            done = chosen or annotated_slices(labels, a.ignore_label)
+            anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], done)]
     result = _run_round(finetune_round(model, images, labels, cfg, slices=chosen,
                                        channel_axis=axis, anchors=anchors,
                                        name=Path(a.output).stem, resume=a.resume))
+    if len(pairs) > 1:
+        result.model.record["data"] = (f"{len(names)} corrected slice(s) of "
+                                       f"{len(pairs)} images: {', '.join(names)}")
     rep = result.report
     print(f"self-check {rep.summary()}")
     print(f"loss {rep.loss_first:.4f} -> {rep.loss_last:.4f} over {rep.steps} steps "
@@ -131,8 +216,11 @@ def add_train_parser(sub: Any, output_flags: Callable[[argparse.ArgumentParser],
     """Add the ``train`` subcommand to the CLI's subparsers."""
     s = sub.add_parser("train", help="train or fine-tune on annotated slices (one round, "
                        "checked against the starting model)")
-    s.add_argument("--images", required=True)
-    s.add_argument("--labels", required=True)
+    s.add_argument("--images", required=True, nargs="+",
+                   help="image files (or folders), one per --labels file")
+    s.add_argument("--labels", required=True, nargs="+",
+                   help="labels files (or folders, matched to the images by name: "
+                        "NAME.tif or NAME_labels.tif)")
     s.add_argument("--slices", help="the corrected slices, e.g. 0,3 (default: every slice "
                    "holding labels)")
     s.add_argument("--model", help="start model (default: a new network)")
