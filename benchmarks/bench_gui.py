@@ -70,6 +70,56 @@ class GapMonitor:
         return list(self.gaps)
 
 
+class StackSampler:
+    """While the GUI thread has not ticked for ``after_ms``, sample its Python stack.
+
+    A background thread looks every 5 ms; the stacks seen during long gaps are counted,
+    innermost project or napari frames first, and :meth:`report` prints the most common.
+    """
+
+    def __init__(self, monitor: GapMonitor, after_ms: float = 40.0) -> None:
+        import threading
+
+        self.monitor, self.after_ms = monitor, after_ms
+        self.counts: dict[str, int] = {}
+        self.gaps: dict[float, dict[str, int]] = {}  # per gap (its start): stack counts
+        self.main = threading.main_thread().ident
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import sys
+        import traceback
+
+        while not self._stop.wait(0.005):
+            if 1000 * (time.perf_counter() - self.monitor._last) < self.after_ms:  # noqa: SLF001
+                continue
+            frame = sys._current_frames().get(self.main)  # noqa: SLF001
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            keep = [f for f in stack if "napari" in f.filename or "vispy" in f.filename
+                    or "matplotlib" in f.filename or "numpy" in f.filename][-6:]
+            key = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}"
+                              for f in reversed(keep))
+            self.counts[key] = self.counts.get(key, 0) + 1
+            gap = self.gaps.setdefault(self.monitor._last, {})  # noqa: SLF001
+            gap[key] = gap.get(key, 0) + 1
+
+    def report(self, top: int = 15) -> None:
+        self._stop.set()
+        total = sum(self.counts.values()) or 1
+        print(f"stacks during gaps > {self.after_ms:.0f} ms ({total} samples of 5 ms):")
+        for key, n in sorted(self.counts.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"  {n:5d}  {key}")
+        print("the longest gaps (5 ms samples; most common stacks):")
+        for gap in sorted(self.gaps.values(), key=lambda g: -sum(g.values()))[:6]:
+            print(f"  ~{5 * sum(gap.values()) + self.after_ms:.0f} ms")
+            for key, n in sorted(gap.items(), key=lambda kv: -kv[1])[:3]:
+                print(f"    {n:4d}  {key}")
+
+
 def run_until(done: Callable[[], bool], timeout: float) -> None:
     """Run the Qt event loop until ``done()`` or ``timeout`` seconds."""
     from qtpy.QtCore import QEventLoop, QTimer
@@ -104,6 +154,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="fine-tuning steps")
     parser.add_argument("--model", default="tiny", help="'tiny' or a built-in model name")
     parser.add_argument("--timeout", type=float, default=900.0, help="per phase, seconds")
+    parser.add_argument("--stacks", action="store_true",
+                        help="print the GUI thread's stacks seen during gaps over 40 ms")
     args = parser.parse_args()
     os.environ.setdefault("NAPARI_UNET_AUTOSAVE_DIR", tempfile.mkdtemp(prefix="bench_gui_"))
 
@@ -145,6 +197,7 @@ def run(args: argparse.Namespace) -> None:
     viewer.layers.remove(viewer.add_labels(np.zeros((2, 8, 8), np.int32), name="warm-up"))
     wait_for(1.0)
     monitor = GapMonitor()
+    sampler = StackSampler(monitor) if args.stacks else None
     results: dict[str, tuple[float, float]] = {}
     every: list[float] = []
 
@@ -206,6 +259,8 @@ def run(args: argparse.Namespace) -> None:
     phase("finetune", finetune)
     top, p99 = summary(every)
     print(f"loss plot redraws: {ft.plot.redraws}; autosave files: {saves}")
+    if sampler is not None:
+        sampler.report()
     viewer.close()
     print(f"RESULT max_gap_ms={top:.0f} p99_gap_ms={p99:.0f} "
           + " ".join(f"{k}_max_ms={v[0]:.0f}" for k, v in results.items()))

@@ -51,6 +51,10 @@ class SegmentOutput:
     is_stack: bool = False
     note: str = ""
     stack: np.ndarray | None = None  # every slice's labels, when the whole stack was predicted
+    #: ``{"foreground": (Z, Y, X), "uncertainty": (Z, Y, X)}`` float32 arrays made in the
+    #: worker when the whole stack was predicted: the layers take them without a copy
+    stacks: dict[str, np.ndarray] = field(default_factory=dict)
+    uncertainty_max: float = 0.0  # of the predicted slices (measured in the worker)
 
 
 def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, None, SegmentOutput]:
@@ -100,10 +104,18 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
         if result.uncertainty is not None:
             u = result.uncertainty[z] if is_stack else result.uncertainty
             out.uncertainty[z] = np.asarray(u, np.float32)
+            out.uncertainty_max = max(out.uncertainty_max, float(np.max(out.uncertainty[z])))
         yield f"post-processed slice {z}"  # Cancel is honoured between slices
     if is_stack and len(out.slices) == probs.shape[1]:  # the whole stack, as the new layer
         out.stack = np.stack([out.labels[z] for z in range(probs.shape[1])])
         out.labels = {z: out.stack[z] for z in range(probs.shape[1])}
+        # whole float stacks too: copying 20 slices of 1024^2 into a layer in the GUI
+        # thread (page faults of a fresh array included) blocked it for 0.3-0.9 s
+        out.stacks["foreground"] = np.ascontiguousarray(probs[fg_class], np.float32)
+        out.foreground = {z: out.stacks["foreground"][z] for z in out.slices}
+        if out.uncertainty:
+            out.stacks["uncertainty"] = np.ascontiguousarray(result.uncertainty, np.float32)
+            out.uncertainty = {z: out.stacks["uncertainty"][z] for z in out.slices}
     return out
 
 
@@ -262,20 +274,31 @@ def apply_segmentation(
     shape = spatial_shape(image)
     layers = []
     if probability and out.foreground:
-        layers.append(("probability", out.foreground, dict(colormap="magma", blending="additive",
-                                                           contrast_limits=(0.0, 1.0))))
+        layers.append(("probability", "foreground", dict(
+            colormap="magma", blending="additive", contrast_limits=(0.0, 1.0))))
     if uncertainty and out.uncertainty:
-        layers.append(("uncertainty", out.uncertainty, dict(colormap="inferno",
-                                                            blending="additive", visible=False)))
-    for suffix, per_slice, kwargs in layers:
-        layer = _get_or_add(viewer, f"{image.name} {suffix}", shape, np.float32, image, "image",
-                            **kwargs)
-        write_image_slices(layer, {(z if out.is_stack else None): v for z, v in per_slice.items()})
+        layers.append(("uncertainty", "uncertainty", dict(
+            colormap="inferno", blending="additive", visible=False)))
+    for suffix, what, kwargs in layers:
+        per_slice = getattr(out, what)
+        whole = out.stacks.get(what)
+        name = f"{image.name} {suffix}"
+        if whole is not None and name not in viewer.layers:  # the worker's array, no copy
+            ndim = whole.ndim
+            layer = viewer.add_image(whole, name=name, scale=tuple(image.scale)[-ndim:],
+                                     translate=tuple(image.translate)[-ndim:], **kwargs)
+        else:
+            layer = _get_or_add(viewer, name, shape, np.float32, image, "image", **kwargs)
+            if whole is not None and layer.data.dtype == whole.dtype:
+                layer.data = whole  # an Image layer has no undo: replaced, not copied into
+            else:
+                write_image_slices(layer, {(z if out.is_stack else None): v
+                                           for z, v in per_slice.items()})
         done = set(layer.metadata.get(PREDICTED_KEY, [])) | set(per_slice)
         layer.metadata[PREDICTED_KEY] = sorted(int(z) for z in done)
         if suffix == "uncertainty":
             hi = max(float(layer.contrast_limits[1]) if len(done) > len(per_slice) else 0.0,
-                     max(float(v.max()) for v in per_slice.values()))
+                     out.uncertainty_max)
             layer.contrast_limits = (0.0, hi if hi > 0 else 1.0)
     return labels
 
