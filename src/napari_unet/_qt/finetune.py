@@ -308,8 +308,8 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         self.progress.setMaximum(int(event.steps))
         self.progress.setValue(int(event.step))
         bar = getattr(self.worker, "activity", None)
-        if bar is not None:  # napari's activity dock
-            bar.set(event.step, event.steps, f"Fine-tune: loss {event.loss:.4f}")
+        if bar is not None:  # napari's activity dock (a new description re-lays it out)
+            bar.set(event.step, event.steps)
         # in the bar, not the status line: a wrapped label's new text re-lays out the
         # whole window (tens of ms each time)
         self.progress.setFormat(f"step {event.step}/{event.steps}: loss {event.loss:.4f} "
