@@ -239,3 +239,17 @@ def test_a_tie_on_the_held_back_blocks_is_reported_as_a_tie():
     assert "F1 1.000 -> 1.000 (better: a tie, decided by the pixels)" in rep.summary()
     rep.new_score = 0.9
     assert rep.summary().endswith("(better)")
+
+
+def test_a_good_parent_is_kept_unless_the_new_version_beats_it_by_the_margin(net, monkeypatch):
+    from napari_unet import loop
+
+    img, lab = _blobs(0)
+
+    def sure(model, probs, labels):  # the parent already segments the corrections well
+        return 1.0
+
+    monkeypatch.setattr(loop, "parent_quality", sure)
+    res = run(finetune_round(net, img, lab, _cfg(steps=2, refine_margin_f1=2.0)))
+    assert res.report.regime == "refine" and not res.accepted  # no F1 gain reaches 2.0
+    assert "keep the parent" in res.report.summary()

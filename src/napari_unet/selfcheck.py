@@ -246,14 +246,15 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  labels: Sequence[np.ndarray], boxes: Mapping[int, Box], device: str,
                  retune: bool = True,
                  prefer: Callable[[dict[str, Any]], float] | None = None,
-                 ) -> Generator[str, None, CheckResult]:
+                 margin: float = 0.0) -> Generator[str, None, CheckResult]:
     """Score both models on the held-back blocks (whole slices when none is held back).
 
     Each is predicted as the user would predict (its TTA recommendation). With ``retune``
     each model's thresholds are tuned on the blocks first (the same candidates for both,
     so the comparison stays even; ``prefer``, if given, breaks the new model's ties: see
     :func:`tune_postprocess`); the new model keeps its tuned settings. The new model
-    is ``better`` when its score beats the parent's, ties broken by the pixel agreement.
+    is ``better`` when its score beats the parent's, ties broken by the pixel agreement;
+    with ``margin`` > 0, only when it beats the parent's by at least ``margin``.
     """
     settings = postprocess_settings(parent)
     fill = bool(settings["fill"])
@@ -267,6 +268,9 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
         n_set = settings
         p_score, n_score = _block_score(settings, p_reg), _block_score(settings, n_reg)
     gain = (p_score - n_score) if fill else (n_score - p_score)
+    if margin > 0:
+        return CheckResult("adapted Rand error" if fill else "F1", p_score, n_score,
+                           gain >= margin - 1e-9, n_set)
     if abs(gain) < 1e-9:
         def pix(model: Any, regions: Sequence[Region]) -> float:
             return float(np.mean([_balanced_accuracy(
