@@ -242,9 +242,11 @@ class DockWatcher(QObject):
         widget.destroyed.connect(self._fire)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
-        if obj is self._widget and event.type() == QEvent.Type.ParentChange:
+        # getattr: at teardown Qt may still call a watcher whose Python state was cleared
+        widget = getattr(self, "_widget", None)
+        if widget is not None and obj is widget and event.type() == QEvent.Type.ParentChange:
             try:
-                orphan = self._widget.parent() is None
+                orphan = widget.parent() is None
             except RuntimeError:
                 orphan = True
             if orphan and self._was_docked:
@@ -255,7 +257,7 @@ class DockWatcher(QObject):
     _was_docked = False
 
     def _fire(self, *_: Any) -> None:
-        if not self._fired:
+        if not getattr(self, "_fired", True):
             self._fired = True
             self.closed.emit()
 
