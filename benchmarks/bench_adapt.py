@@ -1,7 +1,7 @@
 """Adaptation to new kinds of data: the loop's rounds on shifted cases (adapt_cases.py).
 
 For each case a simulated user corrects 1, 2 and 4 images of the pool (ground truth), and
-one default round (:func:`napari_unet.loop.finetune_round`, the dock's and the CLI's)
+one default round (:func:`napari_unet.training.loop.finetune_round`, the dock's and the CLI's)
 starts each time from the dev-twin starter. Scored on the case's test images, which no
 round sees (their gray values only anchor, as uncorrected slices of the user's stack do):
 nuclei F1 at IoU 0.5, EM adapted Rand error of the labels. Rows per case: zero-shot, each
@@ -20,11 +20,11 @@ import adapt_cases
 import numpy as np
 from bench_quality import TWINS, ForestPeer, otsu_watershed
 
-from napari_unet.io import load_model
-from napari_unet.loop import RoundConfig, finetune_round
+from napari_unet.inference.postprocess import labels_from_probabilities, postprocess_settings
+from napari_unet.inference.predict import predict, run
 from napari_unet.metrics import adapted_rand, evaluate_em, match_f1
-from napari_unet.postprocess import labels_from_probabilities, postprocess_settings
-from napari_unet.predict import predict, run
+from napari_unet.model_files import load_model
+from napari_unet.training.loop import RoundConfig, finetune_round
 
 
 def segment(model, image: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Benchmark napari_unet.augment against the ``elasticdeform`` package on the CPU.
+"""Benchmark napari_unet.training.augment against the ``elasticdeform`` package on the CPU.
 
 Usage: ``python benchmarks/bench_augment.py [--size 512] [--runs 15] [--seeds 200] [--threads 1]``
 
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from napari_unet.augment import AugmentConfig, augment_sample, elastic_deform
+from napari_unet.training.augment import AugmentConfig, augment_sample, elastic_deform
 
 
 def median_ms(fns: dict, runs: int) -> dict[str, float]:

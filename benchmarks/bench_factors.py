@@ -4,7 +4,7 @@ Cases: ``tissue`` (adapt_cases.py: dark textured nuclei on a bright background, 
 the fluorescence starter's dev twin; 1 corrected image, 8 test images, F1) and ``isbi``
 (the EM dev twin in its own domain: ISBI slices 10-11 corrected, 13-19 scored, adapted
 Rand error of the labels, without TTA to keep the study short). Each row is one
-:class:`~napari_unet.loop.RoundConfig`: the old defaults, the new defaults, and the new
+:class:`~napari_unet.training.loop.RoundConfig`: the old defaults, the new defaults, and the new
 defaults with one factor put back to its old value. Last line:
 ``RESULT <case>_<row>=... ...``
 """
@@ -19,13 +19,13 @@ import numpy as np
 from bench_quality import TWINS
 
 import datasets
-from napari_unet.augment import AugmentConfig
-from napari_unet.io import load_model
-from napari_unet.loop import RoundConfig, finetune_round
+from napari_unet.inference.postprocess import labels_from_probabilities, postprocess_settings
+from napari_unet.inference.predict import predict, run
 from napari_unet.metrics import adapted_rand, match_f1
-from napari_unet.postprocess import labels_from_probabilities, postprocess_settings
-from napari_unet.predict import predict, run
-from napari_unet.train import TrainConfig
+from napari_unet.model_files import load_model
+from napari_unet.training.augment import AugmentConfig
+from napari_unet.training.loop import RoundConfig, finetune_round
+from napari_unet.training.train import TrainConfig
 
 
 def old_defaults() -> RoundConfig:

@@ -24,8 +24,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from napari_unet.devices import inference_dtype
+from napari_unet.inference.predict import predict
 from napari_unet.model import UNet
-from napari_unet.predict import predict
 
 
 def once(fn, device: torch.device | None = None) -> float:
@@ -108,7 +108,7 @@ def main() -> None:
         r = {"rate32": matmul_rate(dev), "rate_auto": matmul_rate(dev, dtype=auto or torch.float32)}
         for prec in precs:
             r[prec] = once(lambda p=prec: predict(net, img, device=dev, precision=p), dev)
-        with mock.patch("napari_unet.predict.cpu_workers", return_value=1):  # one tile at a time
+        with mock.patch("napari_unet.inference.predict.cpu_workers", return_value=1):  # one tile at a time
             r["serial"] = once(lambda: predict(net, img, device=dev, precision="fp32"), dev)
         r["naive"] = once(lambda: naive_predict(net.to(torch.device("cpu")), img)) \
             if dev.type == "cpu" else float("nan")

@@ -4,7 +4,7 @@ Per round: predict the next unseen image (nuclei) or slice (EM) with the current
 count the correction effort (objects to add, delete or change: unmatched truth plus
 unmatched predictions at IoU >= 0.5) and differing pixels, "correct" it by taking the
 ground truth, run one default round on all corrected images so far
-(:func:`napari_unet.loop.finetune_round`; the loop keeps the new version only when its
+(:func:`napari_unet.training.loop.finetune_round`; the loop keeps the new version only when its
 self-check beats the parent, as the dock does), and score
 the held-apart test split (benchmarks/datasets.py). Peers run
 in the same process on the same images: a random forest on multiscale features (the
@@ -35,12 +35,12 @@ from skimage.measure import label as cc_label
 from skimage.segmentation import watershed
 
 import datasets
-from napari_unet.io import load_model
-from napari_unet.loop import RoundConfig, finetune_round, pick_slices
+from napari_unet.inference.postprocess import labels_from_probabilities, postprocess_settings
+from napari_unet.inference.predict import predict, run
 from napari_unet.metrics import evaluate_em, match_f1
+from napari_unet.model_files import load_model
 from napari_unet.normalize import Normalization
-from napari_unet.postprocess import labels_from_probabilities, postprocess_settings
-from napari_unet.predict import predict, run
+from napari_unet.training.loop import RoundConfig, finetune_round, pick_slices
 
 # dev twins of the shipped models: same recipe, trained without the test splits
 TWINS = Path(__file__).resolve().parent / "models"

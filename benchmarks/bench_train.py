@@ -2,7 +2,7 @@
 
 As in the GUI: the sample stack (4 x 256^2 fluorescence nuclei) is segmented by the shipped
 nuclei starter, slice 0 is replaced by its ground truth (the user's correction), and one
-default round (:func:`napari_unet.loop.finetune_round`, anchored on slices 1-3 as the dock
+default round (:func:`napari_unet.training.loop.finetune_round`, anchored on slices 1-3 as the dock
 does) runs on it. Reported: the round's wall time (median of ``--repeats`` rounds), the
 loss of the first and last 10 % of steps, the correction effort (objects to add, delete or
 change) on slices 1-3 before and after, the self-check, and the training FLOP rate (one
@@ -22,12 +22,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from napari_unet._sample_data import load_nuclei
-from napari_unet.io import load_model
-from napari_unet.loop import RoundConfig, finetune_round
+from napari_unet.inference.postprocess import labels_from_probabilities, postprocess_settings
+from napari_unet.inference.predict import predict
 from napari_unet.metrics import match_f1
-from napari_unet.postprocess import labels_from_probabilities, postprocess_settings
-from napari_unet.predict import predict
-from napari_unet.train import TrainEvent, weighted_loss
+from napari_unet.model_files import load_model
+from napari_unet.training.loop import RoundConfig, finetune_round
+from napari_unet.training.train import TrainEvent, weighted_loss
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 7) -> float:

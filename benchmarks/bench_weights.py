@@ -1,4 +1,4 @@
-"""Benchmark napari_unet.weights against the direct reference (one EDT per instance).
+"""Benchmark napari_unet.training.border_weights against the direct reference (one EDT per instance).
 
 Run from anywhere: ``python benchmarks/bench_weights.py [--images 8 9 35] [--repeats 5]``.
 Uses the DSB2018 label stack in ``<repo>/../shared/data/dsb2018``. Prints per-image timings
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_unet.weights import border_distances, border_weight_map
+from napari_unet.training.border_weights import border_distances, border_weight_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_weights import ref_weight_map  # noqa: E402

@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import datasets  # noqa: E402
-from napari_unet.augment import AugmentConfig  # noqa: E402
-from napari_unet.io import load_model, save_model  # noqa: E402
+from napari_unet.inference.postprocess import labels_from_probabilities  # noqa: E402
+from napari_unet.inference.predict import predict  # noqa: E402
 from napari_unet.metrics import adapted_rand, evaluate_em, evaluate_nuclei  # noqa: E402
 from napari_unet.model import UNet  # noqa: E402
-from napari_unet.postprocess import labels_from_probabilities  # noqa: E402
-from napari_unet.predict import predict  # noqa: E402
-from napari_unet.train import TrainConfig, fine_tune  # noqa: E402
+from napari_unet.model_files import load_model, save_model  # noqa: E402
+from napari_unet.training.augment import AugmentConfig  # noqa: E402
+from napari_unet.training.train import TrainConfig, fine_tune  # noqa: E402
 
 OUT = {"full": ROOT / "src" / "napari_unet" / "models", "dev": ROOT / "benchmarks" / "models"}
 

@@ -60,7 +60,7 @@ def wait_finished(qtbot, worker, timeout: int = WORKER_TIMEOUT) -> None:
 
 def force_self_check(monkeypatch, better: bool) -> None:
     """Make every round's self-check say ``better`` (a tiny random model's is a coin toss)."""
-    from napari_unet import loop, selfcheck
+    from napari_unet.training import loop, selfcheck
 
     real = selfcheck.score_blocks
 

@@ -29,12 +29,12 @@ def test_import_loads_neither_napari_nor_qt():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_predict_is_callable_after_its_module_is_imported(tiny_net):
+def test_predict_is_the_function_even_after_its_module_is_imported(tiny_net):
     import numpy as np
 
-    import napari_unet.predict as module
+    import napari_unet.inference.predict as module
 
-    assert nu.predict is module and callable(nu.predict)
+    assert nu.predict is module.predict and callable(nu.predict)
     assert nu.predict(tiny_net, np.zeros((40, 40), np.float32)).shape == (2, 40, 40)
 
 

@@ -11,9 +11,9 @@ import pytest
 import tifffile
 import zarr
 
-from napari_unet.files import write_array
-from napari_unet.io import load_model, save_model
-from napari_unet.largedata import predict_dask, predict_to_store
+from napari_unet.image_files import write_array
+from napari_unet.inference.largedata import predict_dask, predict_to_store
+from napari_unet.model_files import load_model, save_model
 from napari_unet.outputs import atomic_output, clean_stale
 
 
@@ -65,7 +65,7 @@ WRITERS = {
 @pytest.mark.parametrize("name", ["tif", "zarr"])
 def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch, name):
     WRITERS[name](tmp_path, 3)
-    import napari_unet.files as files
+    import napari_unet.image_files as files
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -94,7 +94,7 @@ def test_a_failed_streamed_prediction_keeps_the_previous_output(tmp_path, tiny_n
 
 def test_a_failed_model_save_keeps_the_previous_model(tmp_path, tiny_net, monkeypatch):
     save_model(tiny_net, tmp_path / "m.pt")
-    import napari_unet.io as io
+    import napari_unet.model_files as io
 
     monkeypatch.setattr(io.torch, "save", lambda obj, f: (f.write(b"PK\x03"), 1 / 0))
     with pytest.raises(ZeroDivisionError):
@@ -121,9 +121,9 @@ KILL_SCRIPT = textwrap.dedent('''
     import os, random, signal, sys, time
     import dask, numpy as np, tifffile, zarr, torch
     from napari_unet import autosave
-    from napari_unet.files import write_array
-    from napari_unet.io import load_model, save_model
-    from napari_unet.largedata import predict_to_store
+    from napari_unet.image_files import write_array
+    from napari_unet.model_files import load_model, save_model
+    from napari_unet.inference.largedata import predict_to_store
 
     rounds, folder = int(sys.argv[1]), sys.argv[2]
     os.chdir(folder)
@@ -220,7 +220,7 @@ def test_sigkill_never_breaks_the_previous_output(tmp_path, tiny_net):
 
 
 def test_a_model_that_cannot_be_saved_is_rescued(tmp_path, tiny_net, monkeypatch):
-    from napari_unet.io import save_model_or_rescue
+    from napari_unet.model_files import save_model_or_rescue
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("x")

@@ -13,9 +13,9 @@ import tifffile
 import zarr
 
 from napari_unet.cli import main
-from napari_unet.files import read_array, write_array
-from napari_unet.io import save_model
+from napari_unet.image_files import read_array, write_array
 from napari_unet.model import UNet
+from napari_unet.model_files import save_model
 
 
 @pytest.fixture
@@ -194,7 +194,7 @@ def test_write_array_refuses_what_it_must_never_replace(ws):
     (dict(slices=[0.7]), "slice indices must be integers"),
 ])
 def test_predict_refuses_nonsense_sizes(tiny_net, kwargs, message):
-    from napari_unet.predict import predict
+    from napari_unet.inference.predict import predict
 
     with pytest.raises(ValueError, match=message):
         predict(tiny_net, np.zeros((2, 32, 32), np.float32), device="cpu", **kwargs)
@@ -213,7 +213,7 @@ def test_predict_flags_out_of_range_are_usage_errors(ws, capsys, flag, value):
 
 
 def test_cpu_allocation_failure_triggers_the_smaller_tile_retry(tiny_net, monkeypatch):
-    import napari_unet.predict as pr
+    import napari_unet.inference.predict as pr
     from napari_unet.devices import is_oom
 
     assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: "

@@ -11,8 +11,8 @@ import tifffile
 import torch
 
 from napari_unet.cli import main
-from napari_unet.io import load_model, model_to_dict, save_model
 from napari_unet.model import MAX_PARAMETERS, UNet, UNetConfig, parameter_count
+from napari_unet.model_files import load_model, model_to_dict, save_model
 
 
 # --- model files (items 7-9) ---------------------------------------------------------------

@@ -7,8 +7,8 @@ import pytest
 import tifffile
 
 from napari_unet.cli import main
-from napari_unet.io import load_model, save_model
-from napari_unet.weights import border_weight_map
+from napari_unet.model_files import load_model, save_model
+from napari_unet.training.border_weights import border_weight_map
 
 
 def test_help_lists_subcommands():

@@ -10,11 +10,11 @@ import pytest
 pytest.importorskip("napari")
 
 from napari_unet import _readers  # noqa: E402
-from napari_unet._qt.common import same_layer  # noqa: E402
+from napari_unet._qt.layers import same_layer  # noqa: E402
 from napari_unet._qt.session import get_session  # noqa: E402
 from napari_unet._writers import labels_dtype, read_labels_marks  # noqa: E402
 from napari_unet.autosave import CORRECTED_KEY, SUFFIX, autosave_path, write_autosave  # noqa: E402
-from napari_unet.io import save_model  # noqa: E402
+from napari_unet.model_files import save_model  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +113,7 @@ def test_drop_bioimageio_package_adds_it_to_the_segment_list(make_napari_viewer,
     pytest.importorskip("bioimageio.spec", reason="export needs the [bioimageio] extra")
     import socket
 
-    from napari_unet.bioimageio_export import export_bioimageio
+    from napari_unet.bioimageio.export import export_bioimageio
 
     def refuse(*args, **kwargs):
         raise OSError("network disabled in this test")
@@ -166,7 +166,7 @@ def test_only_bioimageio_zips_are_claimed(tmp_path):
 
 
 def test_rdf_names_agree_with_the_importer():
-    from napari_unet import bioimageio_import
+    from napari_unet.bioimageio import load as bioimageio_import
 
     assert _readers.RDF_NAMES == bioimageio_import.RDF_NAMES
 

@@ -24,7 +24,7 @@ from typing import Any
 from .autosave import CORRECTED_KEY, SUFFIX
 
 #: The names a bioimage.io description has at the top of a package (as
-#: :data:`napari_unet.bioimageio_import.RDF_NAMES`, without importing torch to check).
+#: :data:`napari_unet.bioimageio.load.RDF_NAMES`, without importing torch to check).
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 MODEL_SUFFIXES = (".pt",)
 
@@ -159,7 +159,7 @@ def read_model_file(path: str | os.PathLike) -> list[LayerData]:
     ValueError
         With a one-line reason when the file cannot be loaded as a model.
     """
-    from .io import load_model
+    from .model_files import load_model
 
     p = Path(path)
     try:

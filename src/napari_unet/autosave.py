@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .outputs import _TAG, atomic_output, clean_stale
+from .outputs import TEMP_TAG, atomic_output, clean_stale
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -174,8 +174,8 @@ def _collect(path: Path) -> None:
         keep |= names
     for entry in folder.iterdir():
         name = entry.name
-        if name.startswith(".") and _TAG in name:  # a killed write's temporary
-            clean_stale(folder / name[1:name.index(_TAG)])
+        if name.startswith(".") and TEMP_TAG in name:  # a killed write's temporary
+            clean_stale(folder / name[1:name.index(TEMP_TAG)])
         elif name.startswith("z") and name.endswith(".npz") and name not in keep:
             entry.unlink(missing_ok=True)
 

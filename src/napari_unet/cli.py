@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .cli_export import add_export_parser
 from .cli_train import add_train_parser, parse_channel, parse_slices
-from .files import read_array, write_array
+from .image_files import read_array, write_array
 from .outputs import check_outputs
 
 
@@ -26,7 +26,7 @@ def _drive(gen: Generator, desc: str) -> Any:
     """Run a prediction generator to completion with a tqdm bar; return its result."""
     from tqdm import tqdm
 
-    from .predict import run
+    from .jobs import run
 
     bar = tqdm(desc=desc, unit="tile", file=sys.stderr)
 
@@ -41,10 +41,10 @@ def _drive(gen: Generator, desc: str) -> Any:
 
 
 def _cmd_predict(a: argparse.Namespace) -> int:
-    from .io import load_model
-    from .largedata import is_large, predict_to_store
-    from .postprocess import labels_from_probabilities, postprocess_settings
-    from .predict import predict_iter
+    from .inference.largedata import is_large, predict_to_store
+    from .inference.postprocess import labels_from_probabilities, postprocess_settings
+    from .inference.predict import predict_iter
+    from .model_files import load_model
 
     check_outputs([a.output, a.probabilities], overwrite=a.overwrite,
                   inputs=[a.input, a.model if Path(a.model).is_file() else None])
@@ -52,7 +52,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     image = read_array(a.input)
     channel_axis = a.channel_axis
     if not is_large(image):
-        from .inputs import to_model_channels
+        from .inference.inputs import to_model_channels
 
         image, channel_axis = to_model_channels(image, model.in_channels, channel_axis,
                                                 parse_channel(a.channel))
@@ -86,7 +86,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
 
 def _cmd_weights(a: argparse.Namespace) -> int:
-    from .weights import border_distances, border_weight_map, separation_borders
+    from .training.border_weights import border_distances, border_weight_map, separation_borders
 
     check_outputs([a.output, a.d1, a.d2], inputs=[a.labels], overwrite=a.overwrite)
     labels = read_array(a.labels)
@@ -104,7 +104,7 @@ def _cmd_weights(a: argparse.Namespace) -> int:
 
 
 def _cmd_models(a: argparse.Namespace) -> int:
-    from .io import list_builtin_models, load_model
+    from .model_files import list_builtin_models, load_model
 
     names = list_builtin_models()
     if not names:

@@ -10,18 +10,18 @@ from typing import Any
 
 def cmd_export(a: argparse.Namespace) -> int:
     """Write the bioimage.io package of ``a.model`` to ``a.output`` (0 on success)."""
-    from .bioimageio_export import export_bioimageio, require_bioimageio
+    from .bioimageio.export import export_bioimageio, require_bioimageio
     from .outputs import check_output
 
     require_bioimageio()  # before reading anything: say what to install
     model_file = a.model if Path(a.model).is_file() else None
     check_output(a.output, inputs=[model_file, a.sample], overwrite=a.overwrite)
-    from .io import load_model
+    from .model_files import load_model
 
     model = load_model(a.model)
     sample = None
     if a.sample:
-        from .files import read_array
+        from .image_files import read_array
 
         sample = read_array(a.sample)
     out = export_bioimageio(model, a.output, name=a.name, description=a.description,

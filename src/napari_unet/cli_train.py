@@ -1,4 +1,4 @@
-"""The ``napari-unet train`` subcommand: one round of the loop (:mod:`napari_unet.loop`)."""
+"""The ``napari-unet train`` subcommand: one round of the loop (:mod:`napari_unet.training.loop`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import read_array
+from .image_files import read_array
 from .outputs import check_output
 
 
@@ -78,9 +78,9 @@ def input_pairs(images: list[str], labels: list[str]) -> list[tuple[Path, Path]]
 def _gather(pairs: list[tuple[Path, Path]], model: Any, a: argparse.Namespace,
             ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[str]]:
     """Several images: their corrected slices, three uncorrected ones, and their names."""
-    from .inputs import as_image_view, to_model_channels
-    from .loop import pick_slices
-    from .train import annotated_slices
+    from .inference.inputs import as_image_view, to_model_channels
+    from .training.loop import pick_slices
+    from .training.train import annotated_slices
 
     imgs, labs, free, names = [], [], [], []
     for ip, lp in pairs:
@@ -104,11 +104,11 @@ def _gather(pairs: list[tuple[Path, Path]], model: Any, a: argparse.Namespace,
 
 
 def _run_round(gen: Generator) -> Any:
-    """Drive :func:`napari_unet.loop.finetune_round`: stage lines and a step bar."""
+    """Drive :func:`napari_unet.training.loop.finetune_round`: stage lines and a step bar."""
     from tqdm import tqdm
 
-    from .predict import run
-    from .train import TrainEvent
+    from .jobs import run
+    from .training.train import TrainEvent
 
     bar: list[Any] = []
 
@@ -148,11 +148,11 @@ def cmd_train(a: argparse.Namespace) -> int:
         raise ValueError("--lr must be above 0")
     if a.tile is not None and not 16 <= a.tile <= 4096:
         raise ValueError(f"--tile must be between 16 and 4096 px, got {a.tile}")
-    from .inputs import to_model_channels
-    from .io import load_checkpoint, load_model, save_model_or_rescue
-    from .loop import RoundConfig, finetune_round, pick_slices
+    from .inference.inputs import to_model_channels
     from .model import UNet
-    from .train import DEFAULT_ARCHITECTURE
+    from .model_files import load_checkpoint, load_model, save_model_or_rescue
+    from .training.loop import RoundConfig, finetune_round, pick_slices
+    from .training.train import DEFAULT_ARCHITECTURE
 
     if a.model:
         model = load_model(a.model)
@@ -187,7 +187,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                          parse_channel(a.channel))
         if a.model and axis is None and np.ndim(images) == 3 and np.ndim(labels) == 3:
             # as in the Fine-tune dock: three uncorrected slices anchor the fine-tuning
-            from .train import annotated_slices
+            from .training.train import annotated_slices
 
             done = chosen or annotated_slices(labels, a.ignore_label)
             anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], done)]

@@ -110,7 +110,7 @@ def evaluate_em(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
           threshold reported, as in the ISBI 2012 challenge and ``shared/data``'s
           README: ``adapted_rand_error`` takes the 4-connected components of the
           interior, ``adapted_rand_error_fill`` grows them into cells that tile the image
-          (``fill`` of :func:`napari_unet.postprocess.labels_from_probabilities`, seeds
+          (``fill`` of :func:`napari_unet.inference.postprocess.labels_from_probabilities`, seeds
           from 0.3-0.9), which is what the models' labels do.
 
     Returns
@@ -125,7 +125,7 @@ def evaluate_em(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     ValueError
         As :func:`evaluate_nuclei`.
     """
-    from .postprocess import labels_from_probabilities
+    from .inference.postprocess import labels_from_probabilities
 
     t, p = _check_pair(truth, pred)
     t3, p3 = (t[None], p[None]) if t.ndim == 2 else (t, p)

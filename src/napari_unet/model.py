@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .normalize import Normalization
@@ -323,8 +322,3 @@ def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     dh = (x.shape[-2] - size[0]) // 2
     dw = (x.shape[-1] - size[1]) // 2
     return x[..., dh : dh + size[0], dw : dw + size[1]]
-
-
-def softmax_probs(logits: torch.Tensor) -> torch.Tensor:
-    """Per-pixel softmax over the class axis (axis 1)."""
-    return F.softmax(logits.float(), dim=1)

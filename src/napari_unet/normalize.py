@@ -25,7 +25,7 @@ class Normalization:
         Map the result ``x`` to ``1 - x`` (``-x`` for ``"fixed"`` and ``"none"``): the
         polarity of the images is flipped, e.g. dark nuclei on a bright background for a
         network trained on bright nuclei. Set by a fine-tuning round when the corrections
-        say so (:mod:`napari_unet.loop`).
+        say so (:mod:`napari_unet.training.loop`).
     """
 
     mode: str = "percentile"

@@ -34,7 +34,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-_TAG = ".napari-unet-"
+TEMP_TAG = ".napari-unet-"
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
 
@@ -90,7 +90,7 @@ def _probe(folder: Path) -> None:
     if not existing.is_dir():
         raise OutputError(f"{folder} lies under {existing}, which is a file, not a folder")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".probe{_TAG}", dir=existing)
+        fd, tmp = tempfile.mkstemp(prefix=f".probe{TEMP_TAG}", dir=existing)
     except OSError as err:
         raise OutputError(f"cannot write in {existing}: {err.strerror or err}") from None
     os.close(fd)
@@ -209,7 +209,7 @@ def clean_stale(path: str | os.PathLike) -> list[Path]:
     is moved back when ``path`` itself is missing.
     """
     p = Path(path)
-    prefix = f".{p.name}{_TAG}"
+    prefix = f".{p.name}{TEMP_TAG}"
     removed: list[Path] = []
     try:
         entries = list(p.parent.iterdir()) if p.parent.is_dir() else []
@@ -253,7 +253,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _temp_name(target: Path, suffix: str) -> Path:
-    return target.with_name(f".{target.name}{_TAG}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    return target.with_name(f".{target.name}{TEMP_TAG}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
 
 
 def _install_dir(tmp: Path, target: Path) -> None:

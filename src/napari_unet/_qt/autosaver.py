@@ -20,7 +20,8 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, QTimer, Signal
 
 from ..autosave import autosave_path, source_path, write_autosave
-from .common import JobFailed, connect_event, same_layer, track_worker
+from .jobs import JobFailed, connect_event, track_worker
+from .layers import same_layer
 from .session import get_session
 
 if TYPE_CHECKING:

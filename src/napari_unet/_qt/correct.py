@@ -33,7 +33,8 @@ from qtpy.QtWidgets import (
 
 from ..autosave import default_autosave_dir, read_autosave
 from .autosaver import Autosaver
-from .common import DockWatcher, connect_event, current_slice, same_layer, spatial_ndim
+from .jobs import DockWatcher, connect_event
+from .layers import current_slice, same_layer, spatial_ndim
 from .layout import status_label
 from .session import get_session
 

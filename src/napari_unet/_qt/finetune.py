@@ -20,24 +20,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .common import (
-    LayerCombo,
-    connect_event,
-    image_channel_axis,
-    prefer_labels,
-    same_layer,
-    spatial_ndim,
-    start_job,
-)
+from ..training.finetune_jobs import finetune_iter, labels_snapshot
 from .correct import CorrectionPanel
 from .dialogs import ask_train_unmarked
 from .finetune_after import AfterTrainingMixin
-from .finetune_jobs import finetune_iter, labels_snapshot
 from .finetune_scan import SliceScanMixin
+from .jobs import connect_event, start_job
+from .layers import LayerCombo, image_channel_axis, prefer_labels, same_layer, spatial_ndim
 from .layout import fit_width, scroll_body, status_label
 from .plot import LossPlot
 from .segment import DEVICES
-from .segment_job import labels_name
+from .segment_layers import labels_name
 from .session import get_session
 from .slices import SliceList
 from .throttle import Throttle
@@ -66,7 +59,7 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
-        from ..loop import RoundConfig
+        from ..training.loop import RoundConfig
 
         defaults = RoundConfig().train
         self.viewer = napari_viewer
@@ -236,9 +229,9 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
 
     # --- training ------------------------------------------------------------------
     def train_config(self) -> Any:
-        """Build the round's :class:`~napari_unet.loop.RoundConfig` from the dock's settings."""
-        from ..augment import AugmentConfig
-        from ..loop import RoundConfig
+        """Build the round's :class:`~napari_unet.training.loop.RoundConfig` from the dock's settings."""
+        from ..training.augment import AugmentConfig
+        from ..training.loop import RoundConfig
 
         cfg = RoundConfig(start="scratch" if self.scratch_check.isChecked() else "parent")
         t = cfg.train

@@ -7,10 +7,11 @@ from typing import Any
 import numpy as np
 from napari.utils.notifications import show_error
 
-from .common import current_slice, image_channel_axis, spatial_ndim, start_job
-from .finetune_jobs import preview_iter
-from .segment_job import PREVIEW_SUFFIX, SegmentRequest, apply_segmentation, confirm_targets, labels_name
-from .segment_job import segment_iter as _segment_iter
+from ..inference.segment_job import SegmentRequest, segment_iter
+from ..training.finetune_jobs import preview_iter
+from .jobs import start_job
+from .layers import current_slice, image_channel_axis, spatial_ndim
+from .segment_layers import PREVIEW_SUFFIX, apply_segmentation, corrected_among, labels_name
 
 
 class AfterTrainingMixin:
@@ -35,7 +36,7 @@ class AfterTrainingMixin:
         z = current_slice(self.viewer, image)
         target = labels_name(image)
         labels = self.viewer.layers[target] if target in self.viewer.layers else None
-        aside = confirm_targets(labels, [z])
+        aside = corrected_among(labels, [z])
         req = SegmentRequest(image=image.data, channel_axis=image_channel_axis(image),
                              slices=[z] if stack else None,
                              device=self.device_combo.currentText())
@@ -58,7 +59,7 @@ class AfterTrainingMixin:
             self.predict_worker = None
 
         self.predict_worker = start_job(
-            lambda: _segment_iter(version, req), owner=self, viewer=self.viewer,
+            lambda: segment_iter(version, req), owner=self, viewer=self.viewer,
             on_return=_done, on_finish=_finished, what="Segment",
         )
         return self.predict_worker

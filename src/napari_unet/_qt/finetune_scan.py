@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 from napari.layers import Labels
 
-from .common import same_layer, spatial_ndim, start_job
-from .finetune_jobs import annotated_iter
+from ..training.finetune_jobs import annotated_iter
+from .jobs import start_job
+from .layers import same_layer, spatial_ndim
 
 SYNC_SCAN_BYTES = 64 * 2**20  # larger label stacks are scanned for annotations in a worker
 
@@ -25,7 +26,7 @@ class SliceScanMixin:
         Stacks over :data:`SYNC_SCAN_BYTES` are scanned in a worker (returned); a refresh
         asked for during a scan runs when it ends.
         """
-        from ..train import annotated_slices
+        from ..training.train import annotated_slices
 
         labels = self.labels_combo.layer()
         if labels is None:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QObject
 
-from .common import connect_event, unwrap
+from .jobs import connect_event
+from .layers import unwrap
 from .session import get_session
 
 BEFORE, AFTER, OTHER = "before", "after", "other"

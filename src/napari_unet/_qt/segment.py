@@ -22,20 +22,18 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .common import LayerCombo, current_slice, go_to_slice, image_channel_axis, start_job
+from ..inference.segment_job import SegmentOutput, SegmentRequest, next_slice_to_correct, segment_iter
 from .dialogs import ask_overwrite
+from .jobs import start_job
+from .layers import LayerCombo, current_slice, go_to_slice, image_channel_axis
 from .layout import fit_width, scroll_body, status_label
 from .mark_undo import MarkFollower
-from .segment_job import (
+from .segment_layers import (
     PREDICTED_KEY,
-    SegmentOutput,
-    SegmentRequest,
     apply_segmentation,
-    confirm_targets,
+    corrected_among,
     labels_name,
     layer_is_stack,
-    next_slice_to_correct,
-    segment_iter,
 )
 from .session import get_session
 from .throttle import Throttle
@@ -180,8 +178,8 @@ class SegmentWidget(QWidget):
 
     def _apply_postprocess_defaults(self) -> None:
         """Show the post-processing the current model was tuned with (the user may change it)."""
-        from ..postprocess import postprocess_settings
-        from ..predict import recommended_tta
+        from ..inference.postprocess import postprocess_settings
+        from ..inference.predict import recommended_tta
 
         try:
             model = self.session.current.get_model()
@@ -263,7 +261,7 @@ class SegmentWidget(QWidget):
             self._target_slices(image))
         name = labels_name(image)
         labels = self.viewer.layers[name] if name in self.viewer.layers else None
-        marked = confirm_targets(labels, targets if targets is not None else [0])
+        marked = corrected_among(labels, targets if targets is not None else [0])
         keep: list[int] = []
         overwrite: list[int] = []
         if marked and not self.confirm_overwrite(marked):

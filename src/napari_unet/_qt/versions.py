@@ -74,7 +74,7 @@ class VersionsPanel(QGroupBox):
 
     def save(self, path: str | Path, name: str | None = None) -> Path | None:
         """Save version ``name`` (default: the chosen one) to ``path``."""
-        from ..io import save_model
+        from ..model_files import save_model
 
         version = self.session.get(name or self.selected_name())
         try:
@@ -100,7 +100,7 @@ class VersionsPanel(QGroupBox):
 
     def export(self, path: str | Path, name: str | None = None) -> Path | None:
         """Export version ``name`` (default: the chosen one) as a bioimage.io package."""
-        from ..bioimageio_export import export_bioimageio
+        from ..bioimageio.export import export_bioimageio
 
         version = self.session.get(name or self.selected_name())
         try:

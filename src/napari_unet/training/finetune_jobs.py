@@ -1,0 +1,108 @@
+"""The Fine-tune dock's jobs, Qt-free: a round from a model version, and its helpers.
+
+The augmentation preview, the scan for annotated slices and the snapshot of the labels to
+train on run in the dock's workers too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..model_versions import ModelVersion
+
+
+def annotated_iter(labels: Any) -> Generator[int, None, list[int]]:
+    """Slices of a label stack holding any annotation, one slice at a time (yields each index).
+
+    Runs in a worker for large stacks, so that scanning them never freezes napari.
+    """
+    from .train import annotated_slices
+
+    if np.ndim(labels) == 2:
+        return annotated_slices(np.asarray(labels))
+    found = []
+    for z in range(labels.shape[0]):
+        found += [z] if annotated_slices(np.asarray(labels[z])[None]) else []
+        yield z
+    return found
+
+
+def labels_snapshot(labels: Any, slices: Sequence[int] | None) -> np.ndarray:
+    """A copy of the labels to train on, so that painting can go on during training.
+
+    For stacks only the ``slices`` to train on are copied into a zero-filled array (the
+    operating system hands out the untouched zero pages lazily), which keeps the copy
+    cheap and off the GUI thread's critical path even for stacks of many GB.
+    """
+    if slices is None:
+        return np.array(labels)
+    out = np.zeros(labels.shape, labels.dtype)
+    for z in slices:
+        out[z] = labels[z]
+    return out
+
+
+def finetune_iter(
+    version: ModelVersion, images: Any, labels: np.ndarray, config: Any,
+    slices: Sequence[int] | None, channel_axis: int | None,
+) -> Generator[Any, None, Any]:
+    """One round of the loop (:func:`napari_unet.training.loop.finetune_round`) from ``version``.
+
+    Yields its stage strings and ``TrainEvent`` steps and returns its ``RoundResult``. The
+    version's own model is never modified, so cancelling (stopping the worker) leaves it
+    exactly as it was. For a single-channel stack, three uncorrected slices anchor it. A
+    colour image is converted the way the model takes it (gray for a 1-channel model, all
+    channels for a model with as many inputs).
+    """
+    from ..inference.segment_job import model_input
+    from .loop import finetune_round, pick_slices
+
+    yield f"preparing {version.name}"  # Stop is honoured from here on
+    base = version.get_model()
+    images, channel_axis, note = model_input(images, base.in_channels, channel_axis)
+    if note:
+        yield note
+    stack = slices is not None and channel_axis is None and np.ndim(images) == 3
+    anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], slices)] \
+        if stack else None
+    return (yield from finetune_round(base, images, labels, config, slices=slices,
+                                      channel_axis=channel_axis, anchors=anchors,
+                                      name=version.name))
+
+
+def preview_iter(
+    image: np.ndarray, labels: np.ndarray, channel_axis: int | None, seed: int | None,
+) -> Generator[str, None, tuple[np.ndarray, np.ndarray]]:
+    """One randomly augmented (elastic, flips, rotation, intensity) sample of a 2D slice.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(Y, X)`` or, with ``channel_axis``, a multichannel 2D image.
+    labels : numpy.ndarray
+        ``(Y, X)`` labels.
+    channel_axis : int, optional
+        Channel axis of ``image``.
+    seed : int, optional
+        Random seed (None: a new sample each time).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        The augmented image (``(Y, X)`` or ``(C, Y, X)``, normalised) and labels.
+    """
+    from ..normalize import Normalization
+    from .augment import AugmentConfig, augment_sample
+
+    yield "normalising"
+    img = np.asarray(image, np.float32)
+    if channel_axis is not None:
+        img = np.moveaxis(img, channel_axis, 0)
+    img = Normalization()(img, channel_axis=0 if img.ndim == 3 else None)
+    yield "augmenting"
+    rng = np.random.default_rng(seed)
+    out_img, out_lab, _ = augment_sample(img, np.asarray(labels), None, AugmentConfig(), rng)
+    return np.asarray(out_img, np.float32), np.asarray(out_lab)
