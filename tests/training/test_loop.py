@@ -235,13 +235,15 @@ def test_a_tie_on_the_held_back_blocks_is_reported_as_a_tie():
 
     rep = RoundReport(metric="F1", parent_score=1.0, new_score=1.0, accepted=True,
                       held_back=True, inverted=False, anchored=0, steps=1, seconds=1.0,
-                      n_slices=1, loss_first=1.0, loss_last=0.5, postprocess={})
+                      n_slices=1, loss_first=1.0, loss_last=0.5, postprocess={},
+                      by_pixels=True)
     assert "F1 1.000 -> 1.000 (better: a tie, decided by the pixels)" in rep.summary()
-    rep.new_score = 0.9
+    rep.by_pixels, rep.new_score = False, 0.9
     assert rep.summary().endswith("(better)")
 
 
-def test_a_good_parent_is_kept_unless_the_new_version_beats_it_by_the_margin(net, monkeypatch):
+def test_for_a_good_parent_scores_within_the_margin_are_a_tie_the_pixels_decide(net,
+                                                                                monkeypatch):
     from napari_unet.training import loop
 
     img, lab = _blobs(0)
@@ -251,5 +253,5 @@ def test_a_good_parent_is_kept_unless_the_new_version_beats_it_by_the_margin(net
 
     monkeypatch.setattr(loop, "parent_quality", sure)
     res = run(finetune_round(net, img, lab, _cfg(steps=2, refine_margin_f1=2.0)))
-    assert res.report.regime == "refine" and not res.accepted  # no F1 gain reaches 2.0
-    assert "keep the parent" in res.report.summary()
+    assert res.report.regime == "refine" and res.report.by_pixels  # no F1 gap reaches 2.0
+    assert "a tie" in res.report.summary()

@@ -92,10 +92,10 @@ class RoundConfig:
         (the anchoring criterion): a good model needs small steps; at the full rate a round
         on the sample data made the nuclei starter worse (docs/models.md).
     refine_margin_f1, refine_margin_rand : float
-        When the parent already segments the corrections well, the new version must beat it
-        on the held-back blocks by this much (F1, or adapted Rand error) to be accepted: a
-        few small blocks are noisy, and a good parent is the safer bet (in-domain nuclei:
-        a +0.008 block gain came with test F1 0.959 -> 0.953).
+        When the parent already segments the corrections well, scores on the held-back
+        blocks closer than this (F1, or adapted Rand error) are a tie, which the pixels
+        decide (:func:`~napari_unet.training.selfcheck.score_blocks`): a few small blocks
+        are noisy (in-domain nuclei: a +0.008 block gain came with test F1 0.959 -> 0.953).
     """
 
     train: TrainConfig = field(default_factory=_round_train_defaults)
@@ -148,18 +148,14 @@ class RoundReport:
     loss_last: float
     postprocess: dict[str, Any]
     regime: str = "adapt"  # "refine": the parent already segments the corrections well
+    by_pixels: bool = False  # the scores tied within the margin; the pixels decided
 
     def summary(self) -> str:
         """One line for the dock's status and the CLI, e.g. "F1 0.41 -> 0.83"."""
         where = "held-back parts of your corrections" if self.held_back else \
             "your corrections (trained on; no part held back)"
         verdict = "better" if self.accepted else "NOT better: keep the parent"
-        ahead = (self.new_score < self.parent_score) if self.metric != "F1" else \
-            (self.new_score > self.parent_score)
-        if not self.accepted and ahead and f"{self.parent_score:.3f}" != f"{self.new_score:.3f}":
-            verdict = ("not clearly better (a good model is kept unless beaten by a margin): "
-                       "keep the parent")
-        if f"{self.parent_score:.3f}" == f"{self.new_score:.3f}":
+        if self.by_pixels:
             verdict += (": a tie, decided by the pixels" if self.accepted else
                         ": a tie, and the pixels did not favour it")
         extra = "; input inverted (dark objects on bright)" if self.inverted else ""
@@ -344,7 +340,8 @@ def finetune_round(
         if prepared is not None else 0, steps=len(losses), seconds=time.perf_counter() - t0,
         n_slices=len(imgs), loss_first=float(np.mean(losses[:n])) if losses else float("nan"),
         loss_last=float(np.mean(losses[-n:])) if losses else float("nan"),
-        postprocess=check.new_postprocess, regime="refine" if good else "adapt")
+        postprocess=check.new_postprocess, regime="refine" if good else "adapt",
+        by_pixels=check.by_pixels)
     _describe(model, parent, report, zs, name, cfg.start)
     return RoundResult(model, accepted, report)
 

@@ -240,6 +240,7 @@ class CheckResult:
     new_score: float
     better: bool
     new_postprocess: dict[str, Any]
+    by_pixels: bool = False  # the scores tied (within the margin): the pixels decided
 
 
 def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
@@ -253,8 +254,9 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     each model's thresholds are tuned on the blocks first (the same candidates for both,
     so the comparison stays even; ``prefer``, if given, breaks the new model's ties: see
     :func:`tune_postprocess`); the new model keeps its tuned settings. The new model
-    is ``better`` when its score beats the parent's, ties broken by the pixel agreement;
-    with ``margin`` > 0, only when it beats the parent's by at least ``margin``.
+    is ``better`` when its score beats the parent's. Scores closer than ``margin`` (exactly
+    equal when it is 0) are a tie that the pixels decide: the balanced accuracy of the
+    foreground probability on the blocks, which counts every pixel and not a few objects.
     """
     settings = postprocess_settings(parent)
     fill = bool(settings["fill"])
@@ -268,14 +270,14 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
         n_set = settings
         p_score, n_score = _block_score(settings, p_reg), _block_score(settings, n_reg)
     gain = (p_score - n_score) if fill else (n_score - p_score)
-    if margin > 0:
-        return CheckResult("adapted Rand error" if fill else "F1", p_score, n_score,
-                           gain >= margin - 1e-9, n_set)
-    if abs(gain) < 1e-9:
-        def pix(model: Any, regions: Sequence[Region]) -> float:
-            return float(np.mean([_balanced_accuracy(
-                p[1][inner], _fg_truth(model, truth)[inner], np.ones_like(truth[inner], bool))
-                for p, truth, inner in regions]))
-        gain = pix(new, n_reg) - pix(parent, p_reg)
-    return CheckResult("adapted Rand error" if fill else "F1", p_score, n_score, gain > 0,
-                       n_set)
+    metric = "adapted Rand error" if fill else "F1"
+    if abs(gain) >= max(margin, 1e-9) - 1e-9:
+        return CheckResult(metric, p_score, n_score, gain > 0, n_set)
+
+    def pix(model: Any, regions: Sequence[Region]) -> float:
+        return float(np.mean([_balanced_accuracy(
+            p[1][inner], _fg_truth(model, truth)[inner], np.ones_like(truth[inner], bool))
+            for p, truth, inner in regions]))
+
+    return CheckResult(metric, p_score, n_score, pix(new, n_reg) > pix(parent, p_reg), n_set,
+                       by_pixels=True)
