@@ -26,6 +26,7 @@ _API = {
     "predict": "inference.predict", "predict_iter": "inference.predict",
     "run": "jobs",
     "labels_from_probabilities": "inference.postprocess",
+    "PostprocessConfig": "inference.postprocess",
     "finetune_round": "training.loop", "RoundConfig": "training.loop",
     "RoundResult": "training.loop",
     "TrainConfig": "training.train", "fine_tune": "training.train",

@@ -42,7 +42,7 @@ def _drive(gen: Generator, desc: str) -> Any:
 
 def _cmd_predict(a: argparse.Namespace) -> int:
     from .inference.largedata import is_large, predict_to_store
-    from .inference.postprocess import labels_from_probabilities, postprocess_settings
+    from .inference.postprocess import PostprocessConfig
     from .inference.predict import predict_iter
     from .model_files import load_model
 
@@ -56,27 +56,26 @@ def _cmd_predict(a: argparse.Namespace) -> int:
 
         image, channel_axis = to_model_channels(image, model.in_channels, channel_axis,
                                                 parse_channel(a.channel))
-    pp = postprocess_settings(model)
-    pp.update({k: v for k, v in (("threshold", a.threshold), ("watershed", a.watershed),
-                                 ("min_size", a.min_size), ("fill", a.fill),
-                                 ("seed_threshold", a.seed_threshold)) if v is not None})
+    # the post-processing flags are named as the settings; not given (None): the model's
+    flags = {k: getattr(a, k) for k in PostprocessConfig().to_dict()}
+    pp = PostprocessConfig.for_model(model).with_changes(**flags)
     if is_large(image):
-        unsupported = [flag for flag, v in (("--slices", a.slices), ("--probabilities",
-                       a.probabilities), ("--channel-axis", a.channel_axis),
-                       ("--watershed", a.watershed), ("--min-size", a.min_size),
-                       ("--fill", a.fill), ("--seed-threshold", a.seed_threshold)) if v]
+        given = {"slices": a.slices, "probabilities": a.probabilities,
+                 "channel_axis": a.channel_axis,
+                 **{k: v for k, v in flags.items() if k != "threshold"}}
+        unsupported = ["--" + k.replace("_", "-") for k, v in given.items() if v]
         if unsupported:
             raise ValueError(f"{', '.join(unsupported)} cannot be used with a larger-than-memory "
                              "(zarr) input, which is predicted chunk by chunk into a mask")
         predict_to_store(model, image, a.output, device=a.device, tile=a.tile, tta=a.tta,
-                         threshold=pp["threshold"], precision=a.precision,
+                         threshold=pp.threshold, precision=a.precision,
                          overwrite=a.overwrite)
         print(f"wrote {a.output} (foreground mask, streamed chunk by chunk)")
         return 0
     res = _drive(predict_iter(model, image, slices=parse_slices(a.slices), device=a.device,
                               tile=a.tile, tta=a.tta, channel_axis=channel_axis,
                               precision=a.precision), "predict")
-    labels = labels_from_probabilities(res.probabilities, **pp)
+    labels = pp.labels(res.probabilities)
     dtype = np.uint16 if labels.max() < 2**16 else np.uint32
     write_array(a.output, labels.astype(dtype), overwrite=a.overwrite)
     if a.probabilities:

@@ -177,6 +177,20 @@ def test_models_carry_their_postprocessing(tiny_net):
                                               "fill": False, "seed_threshold": None}
 
 
+def test_postprocess_config_round_trips_the_stored_dict(tiny_net):
+    from napari_unet.inference.postprocess import PostprocessConfig
+
+    tiny_net.record["postprocess"] = {"threshold": 0.7, "fill": True, "bogus": 1}
+    cfg = PostprocessConfig.for_model(tiny_net)
+    assert cfg == PostprocessConfig(threshold=0.7, fill=True)
+    assert PostprocessConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.with_changes(threshold=None, min_size=5) == PostprocessConfig(0.7, min_size=5,
+                                                                             fill=True)
+    assert PostprocessConfig.for_model(object()) == PostprocessConfig()
+    p = _cells_probability()
+    np.testing.assert_array_equal(cfg.labels(p), labels_from_probabilities(p, **cfg.to_dict()))
+
+
 def _cells_probability() -> np.ndarray:
     """Three cells tiling a field, 4-px membranes, one tiny spurious blob in a membrane."""
     p = np.full((40, 60), 0.9, np.float32)

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from napari_unet.inference.postprocess import PostprocessConfig
 from napari_unet.inference.segment_job import SegmentRequest, next_slice_to_correct, segment_iter
 from napari_unet.jobs import run
 from napari_unet.model_versions import ModelVersion
@@ -21,7 +22,8 @@ def test_segment_iter_labels_each_predicted_slice_with_unique_ids(tiny_net):
     version = ModelVersion("tiny", "new", _model=tiny_net)
     stack = np.random.default_rng(0).random((3, 40, 40)).astype(np.float32)
     events = []
-    out = run(segment_iter(version, SegmentRequest(stack, slices=[0, 2], device="cpu", threshold=0.0)),
+    out = run(segment_iter(version, SegmentRequest(
+        stack, slices=[0, 2], device="cpu", postprocess=PostprocessConfig(threshold=0.0))),
               events.append)
     assert out.is_stack and out.slices == [0, 2] and out.stack is None
     assert sorted(out.labels) == sorted(out.foreground) == sorted(out.uncertainty) == [0, 2]

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..inference.postprocess import PostprocessConfig
 from ..inference.segment_job import SegmentOutput, SegmentRequest, next_slice_to_correct, segment_iter
 from .dialogs import ask_overwrite
 from .jobs import start_job
@@ -178,20 +179,26 @@ class SegmentWidget(QWidget):
 
     def _apply_postprocess_defaults(self) -> None:
         """Show the post-processing the current model was tuned with (the user may change it)."""
-        from ..inference.postprocess import postprocess_settings
         from ..inference.predict import recommended_tta
 
         try:
             model = self.session.current.get_model()
         except (OSError, ValueError):
             return  # a broken file is reported when it is used
-        pp = postprocess_settings(model)
+        pp = PostprocessConfig.for_model(model)
         self.tta_check.setChecked(recommended_tta(model))
-        self.threshold_spin.setValue(float(pp["threshold"]))
-        self.watershed_check.setChecked(bool(pp["watershed"]))
-        self.fill_check.setChecked(bool(pp["fill"]))
-        self.seed_spin.setValue(float(pp["seed_threshold"] or 0.0))
-        self.min_size_spin.setValue(int(pp["min_size"]))
+        self.threshold_spin.setValue(float(pp.threshold))
+        self.watershed_check.setChecked(bool(pp.watershed))
+        self.fill_check.setChecked(bool(pp.fill))
+        self.seed_spin.setValue(float(pp.seed_threshold or 0.0))
+        self.min_size_spin.setValue(int(pp.min_size))
+
+    def postprocess(self) -> PostprocessConfig:
+        """The post-processing set in the dock (a seed threshold of 0 is none)."""
+        return PostprocessConfig(
+            threshold=self.threshold_spin.value(), watershed=self.watershed_check.isChecked(),
+            min_size=self.min_size_spin.value(), fill=self.fill_check.isChecked(),
+            seed_threshold=self.seed_spin.value() or None)
 
     def _on_model_chosen(self, index: int) -> None:
         name = self.model_combo.itemText(index)
@@ -277,9 +284,7 @@ class SegmentWidget(QWidget):
         req = SegmentRequest(
             image=image.data, channel_axis=image_channel_axis(image), slices=targets,
             device=self.device_combo.currentText(), tta=self.tta_check.isChecked(),
-            uncertainty=self.unc_check.isChecked(), threshold=self.threshold_spin.value(),
-            watershed=self.watershed_check.isChecked(), min_size=self.min_size_spin.value(),
-            fill=self.fill_check.isChecked(), seed_threshold=self.seed_spin.value() or None,
+            uncertainty=self.unc_check.isChecked(), postprocess=self.postprocess(),
         )
         version = self.session.current
         self._set_running(True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -10,17 +12,52 @@ from skimage.measure import label as cc_label
 from skimage.morphology import disk, remove_small_objects
 from skimage.segmentation import watershed as sk_watershed
 
-DEFAULTS = {"threshold": 0.5, "watershed": False, "min_size": 0, "fill": False,
-            "seed_threshold": None}
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """How probabilities become instance labels: the keywords of :func:`labels_from_probabilities`.
+
+    The one list of the tuned post-processing settings and their defaults. A model carries
+    its own in ``model.record["postprocess"]`` (a plain dict on disk, :meth:`to_dict`), picked
+    by the starter-model script on training images and inherited by fine-tuned versions.
+    """
+
+    threshold: float = 0.5
+    watershed: bool = False
+    min_size: int = 0
+    fill: bool = False
+    seed_threshold: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> PostprocessConfig:
+        """Settings from a stored dict; unknown keys are ignored, missing ones take defaults."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
+    @classmethod
+    def for_model(cls, model: Any) -> PostprocessConfig:
+        """The settings ``model`` was tuned with (``model.record["postprocess"]``), else defaults."""
+        return cls.from_dict(getattr(model, "record", {}).get("postprocess"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as keywords of :func:`labels_from_probabilities` (and as stored)."""
+        return asdict(self)
+
+    def with_changes(self, **changes: Any) -> PostprocessConfig:
+        """A copy with ``changes``; a change that is None keeps the current value.
+
+        (``seed_threshold`` cannot be reset to None this way: use :func:`dataclasses.replace`.)
+        """
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def labels(self, probabilities: np.ndarray, fg_class: int = 1) -> np.ndarray:
+        """:func:`labels_from_probabilities` with these settings."""
+        return labels_from_probabilities(probabilities, fg_class=fg_class, **self.to_dict())
 
 
 def postprocess_settings(model: Any) -> dict[str, Any]:
-    """Post-processing a model was tuned with (``model.record["postprocess"]``), else defaults.
-
-    The starter-model script picks them on training images; fine-tuned versions inherit them.
-    """
-    stored = getattr(model, "record", {}).get("postprocess", {}) or {}
-    return {**DEFAULTS, **{k: v for k, v in stored.items() if k in DEFAULTS}}
+    """Post-processing a model was tuned with, as keywords (:meth:`PostprocessConfig.for_model`)."""
+    return PostprocessConfig.for_model(model).to_dict()
 
 
 def _drop_small(mask: np.ndarray, min_size: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..model_versions import ModelVersion
+from .postprocess import PostprocessConfig
 
 
 @dataclass
@@ -26,11 +27,7 @@ class SegmentRequest:
     device: str = "auto"
     tta: bool = False
     uncertainty: bool = True
-    threshold: float = 0.5
-    watershed: bool = False
-    min_size: int = 0
-    fill: bool = False
-    seed_threshold: float | None = None
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
 @dataclass
@@ -66,7 +63,6 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
     SegmentOutput
         The 2D results of each predicted slice.
     """
-    from .postprocess import labels_from_probabilities
     from .predict import predict_iter
 
     model = version.get_model()
@@ -85,10 +81,7 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
     running = 0  # ids unique across the predicted slices, made here rather than in the GUI
     for z in result.slices:
         p = probs[:, z] if is_stack else probs
-        lab = np.asarray(labels_from_probabilities(
-            p, threshold=req.threshold, fg_class=fg_class, watershed=req.watershed,
-            min_size=req.min_size, fill=req.fill, seed_threshold=req.seed_threshold,
-        ), np.int32)
+        lab = np.asarray(req.postprocess.labels(p, fg_class=fg_class), np.int32)
         high = int(lab.max()) if lab.size else 0
         if running and high:
             lab[lab > 0] += running
