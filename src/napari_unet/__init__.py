@@ -24,6 +24,7 @@ _API = {
     "UNet": "model", "UNetConfig": "model",
     "load_model": "model_files", "save_model": "model_files",
     "predict": "inference.predict", "predict_iter": "inference.predict",
+    "PredictConfig": "inference.predict_config",
     "run": "jobs",
     "labels_from_probabilities": "inference.postprocess",
     "PostprocessConfig": "inference.postprocess",

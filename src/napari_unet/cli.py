@@ -44,6 +44,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     from .inference.largedata import is_large, predict_to_store
     from .inference.postprocess import PostprocessConfig
     from .inference.predict import predict_iter
+    from .inference.predict_config import PredictConfig
     from .model_files import load_model
 
     check_outputs([a.output, a.probabilities], overwrite=a.overwrite,
@@ -59,6 +60,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     # the post-processing flags are named as the settings; not given (None): the model's
     flags = {k: getattr(a, k) for k in PostprocessConfig().to_dict()}
     pp = PostprocessConfig.for_model(model).with_changes(**flags)
+    cfg = PredictConfig(device=a.device, tile=a.tile, tta=a.tta, precision=a.precision)
     if is_large(image):
         given = {"slices": a.slices, "probabilities": a.probabilities,
                  "channel_axis": a.channel_axis,
@@ -67,14 +69,12 @@ def _cmd_predict(a: argparse.Namespace) -> int:
         if unsupported:
             raise ValueError(f"{', '.join(unsupported)} cannot be used with a larger-than-memory "
                              "(zarr) input, which is predicted chunk by chunk into a mask")
-        predict_to_store(model, image, a.output, device=a.device, tile=a.tile, tta=a.tta,
-                         threshold=pp.threshold, precision=a.precision,
+        predict_to_store(model, image, a.output, cfg, threshold=pp.threshold,
                          overwrite=a.overwrite)
         print(f"wrote {a.output} (foreground mask, streamed chunk by chunk)")
         return 0
-    res = _drive(predict_iter(model, image, slices=parse_slices(a.slices), device=a.device,
-                              tile=a.tile, tta=a.tta, channel_axis=channel_axis,
-                              precision=a.precision), "predict")
+    res = _drive(predict_iter(model, image, cfg, slices=parse_slices(a.slices),
+                              channel_axis=channel_axis), "predict")
     labels = pp.labels(res.probabilities)
     dtype = np.uint16 if labels.max() < 2**16 else np.uint32
     write_array(a.output, labels.astype(dtype), overwrite=a.overwrite)

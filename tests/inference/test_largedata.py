@@ -5,6 +5,7 @@ import zarr
 
 from napari_unet.inference.largedata import predict_dask, predict_to_store
 from napari_unet.inference.predict import predict
+from napari_unet.inference.predict_config import PredictConfig
 
 
 def test_map_overlap_equals_in_memory_prediction(tiny_net):
@@ -14,6 +15,9 @@ def test_map_overlap_equals_in_memory_prediction(tiny_net):
                         precision="fp32")
     assert lazy.chunks[-1][0] == 48
     np.testing.assert_allclose(lazy.compute(), ref, atol=1e-5)
+    cfg = PredictConfig(tile=60, precision="fp32", uncertainty=True)  # uncertainty: not made
+    np.testing.assert_allclose(predict_dask(tiny_net, img, cfg, chunks=48).compute(), ref,
+                               atol=1e-5)
 
 
 def test_streams_into_zarr_and_tiff(tiny_net, tmp_path):

@@ -242,3 +242,20 @@ def test_evaluate_em_scores_partitions_labels_and_probabilities():
     assert evaluate_em(truth, merged)["adapted_rand_error"] > 0.2
     with pytest.raises(ValueError, match="shape"):
         evaluate_em(truth, filled[:, :30])
+
+
+def test_predict_config_and_keywords_are_the_same_options(tiny_net):
+    from napari_unet.inference.predict_config import PredictConfig
+
+    img = np.random.default_rng(3).random((50, 60)).astype(np.float32)
+    cfg = PredictConfig(device="cpu", tile=40, batch_size=2, precision="fp32", uncertainty=True)
+    by_cfg = run(predict_iter(tiny_net, img, cfg))
+    by_kw = run(predict_iter(tiny_net, img, device="cpu", tile=40, batch_size=2,
+                             precision="fp32", uncertainty=True))
+    np.testing.assert_array_equal(by_cfg.probabilities, by_kw.probabilities)
+    np.testing.assert_array_equal(by_cfg.uncertainty, by_kw.uncertainty)
+    assert run(predict_iter(tiny_net, img, cfg, uncertainty=False)).uncertainty is None  # kw wins
+    with pytest.raises(TypeError):
+        predict(tiny_net, img, tiles=40)
+    with pytest.raises(ValueError, match="tile must be"):
+        PredictConfig.merged(cfg, {"tile": 0})

@@ -3,6 +3,7 @@
 import numpy as np
 
 from napari_unet.inference.postprocess import PostprocessConfig
+from napari_unet.inference.predict_config import PredictConfig
 from napari_unet.inference.segment_job import SegmentRequest, next_slice_to_correct, segment_iter
 from napari_unet.jobs import run
 from napari_unet.model_versions import ModelVersion
@@ -23,7 +24,8 @@ def test_segment_iter_labels_each_predicted_slice_with_unique_ids(tiny_net):
     stack = np.random.default_rng(0).random((3, 40, 40)).astype(np.float32)
     events = []
     out = run(segment_iter(version, SegmentRequest(
-        stack, slices=[0, 2], device="cpu", postprocess=PostprocessConfig(threshold=0.0))),
+        stack, slices=[0, 2], predict=PredictConfig(device="cpu", uncertainty=True),
+        postprocess=PostprocessConfig(threshold=0.0))),
               events.append)
     assert out.is_stack and out.slices == [0, 2] and out.stack is None
     assert sorted(out.labels) == sorted(out.foreground) == sorted(out.uncertainty) == [0, 2]
@@ -31,6 +33,6 @@ def test_segment_iter_labels_each_predicted_slice_with_unique_ids(tiny_net):
     ids = [set(np.unique(out.labels[z])) - {0} for z in (0, 2)]
     assert ids[0] and ids[1] and not ids[0] & ids[1]  # threshold 0: everything is an object
     assert "post-processed slice 2" in events
-    whole = run(segment_iter(version, SegmentRequest(stack, device="cpu", uncertainty=False)))
+    whole = run(segment_iter(version, SegmentRequest(stack, predict=PredictConfig(device="cpu"))))
     assert whole.stack.shape == (3, 40, 40) and whole.stacks["foreground"].shape == (3, 40, 40)
     assert not whole.uncertainty and whole.uncertainty_max == 0.0

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from napari.utils.notifications import show_error
 
+from ..inference.predict_config import PredictConfig
 from ..inference.segment_job import SegmentRequest, segment_iter
 from ..training.finetune_jobs import preview_iter
 from .jobs import start_job
@@ -39,7 +40,8 @@ class AfterTrainingMixin:
         aside = corrected_among(labels, [z])
         req = SegmentRequest(image=image.data, channel_axis=image_channel_axis(image),
                              slices=[z] if stack else None,
-                             device=self.device_combo.currentText())
+                             predict=PredictConfig(device=self.device_combo.currentText(),
+                                                   tta=False, uncertainty=True))
         version = self.session.current
 
         def _done(out: Any) -> None:

@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..inference.postprocess import PostprocessConfig
+from ..inference.predict_config import PredictConfig
 from ..inference.segment_job import SegmentOutput, SegmentRequest, next_slice_to_correct, segment_iter
 from .dialogs import ask_overwrite
 from .jobs import start_job
@@ -283,9 +284,10 @@ class SegmentWidget(QWidget):
             overwrite = marked
         req = SegmentRequest(
             image=image.data, channel_axis=image_channel_axis(image), slices=targets,
-            device=self.device_combo.currentText(), tta=self.tta_check.isChecked(),
-            uncertainty=self.unc_check.isChecked(), postprocess=self.postprocess(),
-        )
+            predict=PredictConfig(device=self.device_combo.currentText(),
+                                  tta=self.tta_check.isChecked(),
+                                  uncertainty=self.unc_check.isChecked()),
+            postprocess=self.postprocess())
         version = self.session.current
         self._set_running(True)
         self.status.setText(f"segmenting {image.name} with {version.name}…")

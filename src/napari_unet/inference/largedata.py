@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from ..model import UNet
 from ..normalize import Normalization
 from ..outputs import atomic_output, check_output, fsync_file, is_zarr_path
+from .predict_config import PredictConfig
 
 #: Arrays with more elements than this go through the lazy dask path in the CLI.
 LARGE_ELEMENTS = 2**28
@@ -53,13 +55,10 @@ def global_normalization(model: UNet, image: Any) -> UNet:
     return fixed
 
 
-def _predict_block(block: np.ndarray, model: UNet, device: str, tile: int | None,
-                   tta: bool | None, precision: str = "auto") -> np.ndarray:
+def _predict_block(block: np.ndarray, model: UNet, config: PredictConfig) -> np.ndarray:
     from .predict import predict
 
-    prob = predict(model, block.astype(np.float32), device=device, tile=tile, tta=tta,
-                   precision=precision)
-    return prob[-1].astype(np.float32)
+    return predict(model, block.astype(np.float32), config)[-1].astype(np.float32)
 
 
 def _axis_chunks(n: int, edge: int, depth: int) -> tuple[int, ...]:
@@ -78,9 +77,8 @@ def _axis_chunks(n: int, edge: int, depth: int) -> tuple[int, ...]:
 
 
 def predict_dask(
-    model: UNet, image: Any, *, chunks: int | None = None, device: str = "auto",
-    tile: int | None = None, tta: bool | None = None, normalize_globally: bool = True,
-    precision: str = "auto",
+    model: UNet, image: Any, config: PredictConfig | None = None, *, chunks: int | None = None,
+    normalize_globally: bool = True, **options: Any,
 ) -> Any:
     """Lazy foreground probability of a large ``(Y, X)`` or ``(Z, Y, X)`` single-channel image.
 
@@ -93,8 +91,12 @@ def predict_dask(
     chunks : int, optional
         Spatial chunk edge (rounded to the network stride). Default: 2048, or the
         existing chunking when it is already aligned.
-    device, tile, tta, precision
-        As in :func:`napari_unet.inference.predict.predict_iter`.
+    config : PredictConfig, optional
+        Device, tile, TTA, precision, ... as in :func:`napari_unet.inference.predict.predict_iter`
+        (no uncertainty: the result is the foreground probability).
+    **options
+        Fields of :class:`PredictConfig` (``device="cpu"``, ``tile=256``, ...), which
+        override those of ``config``.
     normalize_globally : bool
         Replace per-image normalisation by statistics of the whole array (see module doc).
 
@@ -107,7 +109,8 @@ def predict_dask(
 
     from ..devices import inference_dtype, resolve_device
 
-    inference_dtype(resolve_device(device), precision)  # bad values fail now, not mid-compute
+    cfg = replace(PredictConfig.merged(config, options), uncertainty=False)
+    inference_dtype(resolve_device(cfg.device), cfg.precision)  # bad values fail now, not mid-compute
     if model.in_channels != 1:
         raise ValueError("the large-data path supports single-channel models only")
     arr = da.asarray(image) if not isinstance(image, da.Array) else image
@@ -122,13 +125,13 @@ def predict_dask(
         model = global_normalization(model, arr)
     depths = ((0,) if arr.ndim == 3 else ()) + (depth, depth)
     return arr.map_overlap(_predict_block, depth=depths, boundary="none", dtype=np.float32,
-                           model=model, device=device, tile=tile, tta=tta, precision=precision)
+                           model=model, config=cfg)
 
 
 def predict_to_store(
-    model: UNet, image: Any, output: str | os.PathLike, *, device: str = "auto",
-    tile: int | None = None, tta: bool | None = None, threshold: float | None = None,
-    chunks: int | None = None, precision: str = "auto", overwrite: bool = True,
+    model: UNet, image: Any, output: str | os.PathLike, config: PredictConfig | None = None, *,
+    threshold: float | None = None, chunks: int | None = None, overwrite: bool = True,
+    **options: Any,
 ) -> Path:
     """Predict a large array chunk by chunk straight into zarr or a tiled TIFF.
 
@@ -137,10 +140,10 @@ def predict_to_store(
     streams into a temporary sibling that replaces ``output`` only when complete, so an
     interrupted run keeps the previous output; an output that is the input's own zarr
     store (or lies inside it) is refused, as is an existing one unless ``overwrite``.
+    ``config`` and ``options`` are as in :func:`predict_dask`.
     """
     check_output(output, inputs=[_store_path(image)], overwrite=overwrite)
-    result = predict_dask(model, image, chunks=chunks, device=device, tile=tile, tta=tta,
-                          precision=precision)
+    result = predict_dask(model, image, config, chunks=chunks, **options)
     if threshold is not None:
         result = (result > threshold).astype(np.uint8)
     if is_zarr_path(output):

@@ -11,6 +11,7 @@ import time
 from collections.abc import Generator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from ..model import UNet
 from ..normalize import Normalization
 from .cpu_pool import cpu_workers, tile_pool
 from .inputs import ImageView, as_image_view
+from .predict_config import PredictConfig
 from .tiling import AxisPlan, choose_tile, crop_offset, memory_per_tile, pad_image, plan_axis
 
 CPU_BUDGET = 3 * 2**30
@@ -234,17 +236,11 @@ def recommended_tta(model: UNet) -> bool:
 def predict_iter(
     model: UNet,
     image: np.ndarray,
+    config: PredictConfig | None = None,
     *,
     channel_axis: int | None = None,
     slices: Sequence[int] | None = None,
-    device: str | torch.device = "auto",
-    tile: int | None = None,
-    batch_size: int | None = None,
-    tta: bool | None = None,
-    uncertainty: bool = False,
-    padding_mode: str = "reflect",
-    memory_budget: int | None = None,
-    precision: str = "auto",
+    **options: Any,
 ) -> Generator[Progress, None, PredictionResult]:
     """Predict class probabilities with the overlap-tile strategy, yielding progress.
 
@@ -255,29 +251,15 @@ def predict_iter(
     image : array-like
         ``(Y, X)``, ``(Z, Y, X)``, ``(C, Y, X)``, RGB ``(Y, X, 3)`` or ``(Z, C, Y, X)``;
         numpy, dask or zarr; uint8, uint16 or float. See :func:`napari_unet.inference.inputs.as_image_view`.
+    config : PredictConfig, optional
+        Device, tile, batch size, TTA, uncertainty, padding, memory budget and precision.
     channel_axis : int, optional
         The channel axis; required for 4D input.
     slices : sequence of int, optional
         For stacks, predict only these slices (default: all).
-    device : str or torch.device
-        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"`` or ``"mps"``.
-    tile : int, optional
-        Input tile edge in pixels (rounded to a valid size). Default: the largest that
-        fits the memory budget.
-    batch_size : int, optional
-        Tiles per forward pass. Default: from the memory budget.
-    tta : bool, optional
-        Average over the 8 dihedral transforms (flips and 90° rotations). Default: the
-        model's recommendation, :func:`recommended_tta`.
-    uncertainty : bool
-        Also return a per-pixel uncertainty map (entropy, or TTA spread with ``tta``).
-    padding_mode : str
-        ``"reflect"`` (mirror, the paper) or ``"constant"`` (zeros) beyond the border.
-    memory_budget : int, optional
-        Bytes of activations allowed per batch.
-    precision : str
-        ``"auto"`` (bf16/fp16 autocast on GPUs, bf16 on CPUs with AMX units, else fp32),
-        ``"fp32"``, ``"bf16"`` or ``"fp16"``. See :func:`napari_unet.devices.inference_dtype`.
+    **options
+        Fields of :class:`PredictConfig` (``device="cpu"``, ``tta=True``, ...), which
+        override those of ``config``.
 
     Yields
     ------
@@ -289,78 +271,100 @@ def predict_iter(
     PredictionResult
         Probabilities (and uncertainty) shaped like the input's spatial axes.
     """
+    cfg = PredictConfig.merged(config, options)
     if getattr(model, "is_bioimageio_runtime", False):  # a foreign bioimage.io model
         return (yield from model.predict_iter(image, channel_axis=channel_axis, slices=slices,
-                                              device=device, uncertainty=uncertainty))
-    _check_positive("tile", tile)
-    _check_positive("batch_size", batch_size)
-    _check_positive("memory_budget", memory_budget)
+                                              device=cfg.device, uncertainty=cfg.uncertainty))
     view = as_image_view(image, model.in_channels, channel_axis)
     zs = view.check_slices(slices)
-    tta = recommended_tta(model) if tta is None else bool(tta)
-    dev = devices.resolve_device(device)
-    dtype = devices.inference_dtype(dev, precision)
-    model = _inference_model(model, dev, dtype)
-    norm = Normalization.from_dict(model.config.normalization)
-    probs = np.zeros((model.n_classes, view.n_slices, *view.yx), np.float32)
-    unc = np.zeros((view.n_slices, *view.yx), np.float32) if uncertainty else None
-    t0 = time.perf_counter()
+    job = _SliceJob.start(model, view, cfg)
+    workers = _slice_workers(job.model, view.yx, len(zs), job.device, cfg.tile, job.tta,
+                             cfg.memory_budget)
+    if workers > 1:  # CPU, one tile per slice: slices side by side, one core each
+        yield from job.side_by_side(zs, workers)
+    else:
+        yield from job.in_turn(zs)
+    probs, unc = job.probs, job.unc
+    if not view.is_stack:
+        probs, unc = probs[:, 0], (unc[0] if unc is not None else None)
+    return PredictionResult(probs, unc, zs, str(job.device), devices.precision_name(job.dtype))
 
-    def store(z: int, p: np.ndarray, spread: np.ndarray | None) -> None:
-        probs[:, z] = p
-        if unc is not None:
-            unc[z] = spread if spread is not None else softmax_entropy(p)
 
-    def one_slice(z: int, tile: int | None, batch: int | None) -> Generator:
+@dataclass
+class _SliceJob:
+    """The slices of one :func:`predict_iter` call and the arrays they fill."""
+
+    model: UNet
+    view: ImageView
+    cfg: PredictConfig
+    device: torch.device
+    dtype: torch.dtype | None
+    tta: bool
+    norm: Normalization
+    probs: np.ndarray
+    unc: np.ndarray | None
+    t0: float
+
+    @classmethod
+    def start(cls, model: UNet, view: ImageView, cfg: PredictConfig) -> _SliceJob:
+        dev = devices.resolve_device(cfg.device)
+        dtype = devices.inference_dtype(dev, cfg.precision)
+        model = _inference_model(model, dev, dtype)
+        probs = np.zeros((model.n_classes, view.n_slices, *view.yx), np.float32)
+        unc = np.zeros((view.n_slices, *view.yx), np.float32) if cfg.uncertainty else None
+        tta = recommended_tta(model) if cfg.tta is None else bool(cfg.tta)
+        return cls(model, view, cfg, dev, dtype, tta,
+                   Normalization.from_dict(model.config.normalization), probs, unc,
+                   time.perf_counter())
+
+    def progress(self, done: int, total: int, z: int) -> Progress:
+        return Progress(done, total, z, time.perf_counter() - self.t0)
+
+    def store(self, z: int, p: np.ndarray, spread: np.ndarray | None) -> None:
+        self.probs[:, z] = p
+        if self.unc is not None:
+            self.unc[z] = spread if spread is not None else softmax_entropy(p)
+
+    def one_slice(self, z: int, tile: int | None, batch: int | None) -> Generator:
         return predict_slice_iter(
-            model, norm(view.slice(z), channel_axis=0), device=dev, tile=tile, batch_size=batch,
-            tta=tta, padding_mode=padding_mode, memory_budget=memory_budget, dtype=dtype)
+            self.model, self.norm(self.view.slice(z), channel_axis=0), device=self.device,
+            tile=tile, batch_size=batch, tta=self.tta, padding_mode=self.cfg.padding_mode,
+            memory_budget=self.cfg.memory_budget, dtype=self.dtype)
 
-    def in_turn() -> Generator[Progress, None, None]:
+    def in_turn(self, zs: list[int]) -> Generator[Progress, None, None]:
         """Slice after slice, tiles counted over the stack; smaller tiles after out-of-memory."""
         done_before, total_guess = 0, None
         for z in zs:
-            cur_tile, cur_batch = tile, batch_size
+            cur_tile, cur_batch = self.cfg.tile, self.cfg.batch_size
             while True:
-                gen = one_slice(z, cur_tile, cur_batch)
+                gen = self.one_slice(z, cur_tile, cur_batch)
                 try:
                     while True:
                         done, total = next(gen)
                         total_guess = total_guess or total * len(zs)
-                        yield Progress(done_before + done, total_guess, z, time.perf_counter() - t0)
+                        yield self.progress(done_before + done, total_guess, z)
                 except StopIteration as stop:
                     p, spread = stop.value
                     break
                 except Exception as err:  # noqa: BLE001 - narrowed by is_oom below
                     if not devices.is_oom(err):
                         raise
-                    devices.empty_cache(dev)
-                    cur_tile, cur_batch = _shrink(model, view.yx, cur_tile, cur_batch, dev, err)
+                    devices.empty_cache(self.device)
+                    cur_tile, cur_batch = _shrink(self.model, self.view.yx, cur_tile, cur_batch,
+                                                  self.device, err)
             done_before += total
-            store(z, p, spread)
+            self.store(z, p, spread)
 
-    workers = _slice_workers(model, view.yx, len(zs), dev, tile, tta, memory_budget)
-    if workers > 1:  # CPU, one tile per slice: slices side by side, one core each
-        results = tile_pool(workers).map(lambda z: run(one_slice(z, tile, batch_size)), zs)
+    def side_by_side(self, zs: list[int], workers: int) -> Generator[Progress, None, None]:
+        """One slice per core (CPU, one tile per slice); cancelling drops those not started."""
+        tile, batch = self.cfg.tile, self.cfg.batch_size
+        results = tile_pool(workers).map(lambda z: run(self.one_slice(z, tile, batch)), zs)
         try:
             for k, (z, (p, spread)) in enumerate(zip(zs, results, strict=True)):
-                store(z, p, spread)
-                yield Progress(k + 1, len(zs), z, time.perf_counter() - t0)
+                self.store(z, p, spread)
+                yield self.progress(k + 1, len(zs), z)
         finally:
-            results.close()  # cancelled: the slices not yet started are dropped
-    else:
-        yield from in_turn()
-    if not view.is_stack:
-        probs, unc = probs[:, 0], (unc[0] if unc is not None else None)
-    return PredictionResult(probs, unc, zs, str(dev), devices.precision_name(dtype))
-
-
-def _check_positive(name: str, value: object) -> None:
-    """Refuse a size that is given but not a positive integer (None: the default)."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            results.close()
 
 
 def _shrink(
@@ -381,10 +385,11 @@ def _shrink(
     return model.valid_input_size(max(smallest, current // 2)), 1
 
 
-def predict(model: UNet, image: np.ndarray, **kwargs: object) -> np.ndarray:
+def predict(model: UNet, image: np.ndarray, config: PredictConfig | None = None,
+            **kwargs: Any) -> np.ndarray:
     """Blocking form of :func:`predict_iter`; returns the probabilities only."""
-    return run(predict_iter(model, image, **kwargs)).probabilities  # type: ignore[union-attr]
+    return run(predict_iter(model, image, config, **kwargs)).probabilities  # type: ignore[union-attr]
 
 
-__all__ = ["ImageView", "Progress", "PredictionResult", "predict", "predict_iter",
+__all__ = ["ImageView", "PredictConfig", "Progress", "PredictionResult", "predict", "predict_iter",
            "recommended_tta"]

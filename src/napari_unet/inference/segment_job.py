@@ -15,6 +15,7 @@ import numpy as np
 
 from ..model_versions import ModelVersion
 from .postprocess import PostprocessConfig
+from .predict_config import PredictConfig
 
 
 @dataclass
@@ -24,9 +25,9 @@ class SegmentRequest:
     image: Any
     channel_axis: int | None = None
     slices: list[int] | None = None
-    device: str = "auto"
-    tta: bool = False
-    uncertainty: bool = True
+    #: how to predict: the dock's device, TTA and uncertainty choices
+    predict: PredictConfig = field(default_factory=lambda: PredictConfig(tta=False,
+                                                                         uncertainty=True))
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
@@ -69,10 +70,8 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
     image, axis, note = model_input(req.image, model.in_channels, req.channel_axis)
     if note:
         yield note
-    result = yield from predict_iter(
-        model, image, channel_axis=axis, slices=req.slices, device=req.device,
-        tta=req.tta, uncertainty=req.uncertainty,
-    )
+    result = yield from predict_iter(model, image, req.predict, channel_axis=axis,
+                                     slices=req.slices)
     probs = result.probabilities
     is_stack = probs.ndim == 4
     fg_class = min(1, probs.shape[0] - 1)
