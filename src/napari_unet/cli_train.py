@@ -75,32 +75,17 @@ def input_pairs(images: list[str], labels: list[str]) -> list[tuple[Path, Path]]
     return pairs
 
 
-def _gather(pairs: list[tuple[Path, Path]], model: Any, a: argparse.Namespace,
-            ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[str]]:
-    """Several images: their corrected slices, three uncorrected ones, and their names."""
-    from .inference.inputs import as_image_view, to_model_channels
-    from .training.loop import pick_slices
-    from .training.train import annotated_slices
+def _gather(pairs: list[tuple[Path, Path]], model: Any, a: argparse.Namespace) -> Any:
+    """Several images: :func:`napari_unet.training.pairs.gather_pairs` of the files."""
+    from .inference.inputs import to_model_channels
+    from .training.pairs import ImagePair, gather_pairs
 
-    imgs, labs, free, names = [], [], [], []
+    items = []
     for ip, lp in pairs:
         im, axis = to_model_channels(read_array(ip), model.in_channels, a.channel_axis,
                                      parse_channel(a.channel))
-        view, lab = as_image_view(im, model.in_channels, axis), np.asarray(read_array(lp))
-        shape = (view.n_slices, *view.yx) if view.is_stack else tuple(view.yx)
-        if lab.shape != shape:
-            raise ValueError(f"{lp.name}: labels shape {lab.shape} differs from {ip.name}'s "
-                             f"spatial shape {shape}")
-        lab3 = lab if view.is_stack else lab[None]
-        done = set(annotated_slices(lab3, a.ignore_label))
-        for z in range(view.n_slices):
-            (imgs if z in done else free).append(view.slice(z))
-            if z in done:
-                labs.append(lab3[z])
-                names.append(f"{ip.name}[{z}]" if view.is_stack else ip.name)
-    if not imgs:
-        raise ValueError("no corrected slice in any labels file: paint labels first")
-    return imgs, labs, [free[z] for z in pick_slices(len(free), [])], names
+        items.append(ImagePair(im, read_array(lp), ip.name, lp.name, axis))
+    return gather_pairs(items, model.in_channels, a.ignore_label)
 
 
 def _run_round(gen: Generator) -> Any:
@@ -179,8 +164,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     chosen = parse_slices(a.slices)
     anchors = None
     if len(pairs) > 1:
-        images, labels, free, names = _gather(pairs, model, a)
-        axis, anchors = 0, (free or None) if a.model else None
+        got = _gather(pairs, model, a)
+        images, labels, axis = got.images, got.labels, 0
+        anchors = (got.anchors or None) if a.model else None
     else:
         images, labels = read_array(pairs[0][0]), read_array(pairs[0][1])
         images, axis = to_model_channels(images, model.in_channels, a.channel_axis,
@@ -195,8 +181,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                        channel_axis=axis, anchors=anchors,
                                        name=Path(a.output).stem, resume=a.resume))
     if len(pairs) > 1:
-        result.model.record["data"] = (f"{len(names)} corrected slice(s) of "
-                                       f"{len(pairs)} images: {', '.join(names)}")
+        result.model.record["data"] = got.data_note()
     rep = result.report
     print(f"self-check {rep.summary()}")
     print(f"loss {rep.loss_first:.4f} -> {rep.loss_last:.4f} over {rep.steps} steps "

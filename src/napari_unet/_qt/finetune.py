@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image, Labels
@@ -20,10 +21,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..training.finetune_jobs import finetune_iter, labels_snapshot
+from ..training.finetune_jobs import finetune_iter, finetune_pairs_iter
 from .correct import CorrectionPanel
 from .dialogs import ask_train_unmarked
 from .finetune_after import AfterTrainingMixin
+from .finetune_pairs import PairList, round_pairs
 from .finetune_scan import SliceScanMixin
 from .jobs import connect_event, start_job
 from .layers import LayerCombo, image_channel_axis, prefer_labels, same_layer, spatial_ndim
@@ -78,6 +80,8 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
             napari_viewer, self._segment_labels_name))
         self.slice_list = SliceList(self)
         self.detect_button = QPushButton("Detect annotated slices", self)
+        self.pairs = PairList(napari_viewer, self.session, lambda: (
+            self.image_combo.layer(), self.labels_combo.layer()), self)
         self.correction = CorrectionPanel(napari_viewer, self.labels_combo.layer,
                                           self.image_combo.layer, self)
         self.steps_spin = QSpinBox(self)
@@ -130,6 +134,7 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         form.addRow("labels", self.labels_combo)
         form.addRow("train on", self.slice_list)
         form.addRow("", self.detect_button)
+        form.addRow("also train on", self.pairs)
         train_form = QFormLayout()
         train_form.addRow("steps", self.steps_spin)
         train_form.addRow("learning rate", self.lr_spin)
@@ -264,25 +269,35 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         if unmarked and not self.confirm_unmarked(unmarked):
             self.status.setText(f"not started: slice(s) {unmarked} are not marked as corrected")
             return None
+        pairs, error = round_pairs(self.session, (image, labels, slices), self.pairs.pairs())
+        if error:
+            show_error(f"Fine-tune: {error}")
+            self.status.setText(f"not started: {error}")
+            return None
         stack = spatial_ndim(labels) >= 3
         version, config = self.session.current, self.train_config()
-        images = image.data
-        lab = labels_snapshot(labels.data, slices if stack else None)  # painting goes on
-        axis = image_channel_axis(image)
+        images, lab, axis = image.data, pairs[0].labels, image_channel_axis(image)
         self.plot.clear()
         self._last_step = None
         self.progress.setMaximum(max(1, config.train.steps))
         self.progress.setValue(0)
         self._set_running(True)
         self._training_labels = labels
-        self.status.setText(f"fine-tuning {version.name} on slices {slices}…")
+        if len(pairs) > 1:
+            n = sum(len(p.slices or []) for p in pairs)
+            self.status.setText(f"fine-tuning {version.name} on {n} slice(s) of "
+                                f"{len(pairs)} images…")
+            job = partial(finetune_pairs_iter, version, pairs, config)
+        else:
+            self.status.setText(f"fine-tuning {version.name} on slices {slices}…")
+            job = partial(finetune_iter, version, images, lab, config,
+                          slices if stack else None, axis)
 
-        def _done(model: Any) -> None:
-            self._on_trained(model, version.name, slices)
+        def _done(result: Any) -> None:
+            self._on_trained(result, version.name, slices, len(pairs))
 
         self.worker = start_job(
-            lambda: finetune_iter(version, images, lab, config, slices if stack else None, axis),
-            owner=self, viewer=self.viewer, on_yield=self._on_step, on_return=_done,
+            job, owner=self, viewer=self.viewer, on_yield=self._on_step, on_return=_done,
             on_finish=self._on_finished, what="Fine-tune", activity=f"Fine-tune {version.name}",
             on_error=lambda msg: self.status.setText(f"fine-tuning failed: {msg}"),
         )
@@ -308,7 +323,8 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         self.progress.setFormat(f"step {event.step}/{event.steps}: loss {event.loss:.4f} "
                                 f"({event.elapsed:.0f} s)")
 
-    def _on_trained(self, result: Any, parent: str, slices: list[int]) -> None:
+    def _on_trained(self, result: Any, parent: str, slices: list[int], n_images: int = 1,
+                    ) -> None:
         """Add the new version; make it current only when its self-check beat the parent."""
         self._throttle.flush()
         last = getattr(self, "_last_step", None)
@@ -318,12 +334,14 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         version = self.session.add_model(result.model, parent=parent, select=result.accepted)
         self.plot.set_scores(result.report)
         self.plot.redraw()
-        summary = result.report.summary()
+        summary, n = result.report.summary(), result.report.n_slices
+        what = f"slices {slices}" if n_images == 1 else \
+            f"trained on {n} slice(s) of {n_images} images"
         if result.accepted:
-            self.status.setText(f"new version: {version.name} (from {parent}, slices {slices})"
-                                f"; {summary}")
+            self.status.setText(f"new version: {version.name} (from {parent}, {what}); "
+                                f"{summary}")
         else:
-            self.status.setText(f"{version.name} is NOT better than {parent} on your "
+            self.status.setText(f"{version.name} ({what}) is NOT better than {parent} on your "
                                 f"corrections, so {parent} stays selected ({summary}). Choose "
                                 f"{version.name} in the list to use it anyway.")
             show_info(f"Fine-tune: the new version is not better than {parent}; kept {parent}")

@@ -1,5 +1,8 @@
 """The Fine-tune dock's jobs, Qt-free: a round from a model version, and its helpers.
 
+A round trains on one image (:func:`finetune_iter`) or on several (image, labels) pairs
+(:func:`finetune_pairs_iter`).
+
 The augmentation preview, the scan for annotated slices and the snapshot of the labels to
 train on run in the dock's workers too.
 """
@@ -7,11 +10,13 @@ train on run in the dock's workers too.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ..model_versions import ModelVersion
+from .pairs import ImagePair
 
 
 def annotated_iter(labels: Any) -> Generator[int, None, list[int]]:
@@ -71,6 +76,47 @@ def finetune_iter(
     return (yield from finetune_round(base, images, labels, config, slices=slices,
                                       channel_axis=channel_axis, anchors=anchors,
                                       name=version.name))
+
+
+def finetune_pairs_iter(
+    version: ModelVersion, pairs: Sequence[ImagePair], config: Any,
+) -> Generator[Any, None, Any]:
+    """One round on several (image, labels) pairs at once, from ``version``.
+
+    The corrected slices of every pair (:func:`napari_unet.training.pairs.gather_pairs`)
+    are trained on together; up to ``config.n_anchors`` uncorrected slices across the
+    pairs anchor the round, and the self-check holds back a block of every corrected
+    slice. Each image is converted the way the model takes it (:func:`finetune_iter`).
+    The new version's ``record["data"]`` names the slices and images.
+
+    Yields
+    ------
+    str or TrainEvent
+        Stage messages, then the training steps.
+
+    Returns
+    -------
+    RoundResult
+    """
+    from ..inference.segment_job import model_input
+    from .loop import finetune_round
+    from .pairs import gather_pairs
+
+    yield f"preparing {version.name}"
+    base = version.get_model()
+    ready = []
+    for pair in pairs:
+        image, axis, note = model_input(pair.image, base.in_channels, pair.channel_axis)
+        if note:
+            yield f"{pair.name}: {note}"
+        ready.append(replace(pair, image=image, channel_axis=axis))
+    yield f"reading the corrected slices of {len(ready)} images"
+    got = gather_pairs(ready, base.in_channels, config.train.ignore_label, config.n_anchors)
+    result = yield from finetune_round(
+        base, got.images, got.labels, config, slices=list(range(len(got.images))),
+        channel_axis=0, anchors=got.anchors or None, name=version.name)
+    result.model.record["data"] = got.data_note()
+    return result
 
 
 def preview_iter(

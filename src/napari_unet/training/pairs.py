@@ -1,0 +1,170 @@
+"""Several (image, labels) pairs in one round: their corrected slices, anchors and names.
+
+The one implementation behind the CLI's several ``--images``/``--labels`` pairs and the
+Fine-tune dock's "also train on" list: every pair gives its corrected 2D slices, a few
+uncorrected slices across all the pairs anchor the round, and the names say where each
+corrected slice came from (``record["data"]`` of the new version).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..inference.inputs import as_image_view
+
+
+@dataclass
+class ImagePair:
+    """One image and its labels, as a round takes them.
+
+    Attributes
+    ----------
+    image : array-like
+        The image as the model takes it (colour already reduced, see
+        :func:`napari_unet.inference.inputs.to_model_channels`); numpy, dask or zarr.
+    labels : array-like
+        Labels of the image's spatial shape.
+    name : str
+        The image's name (file or layer), for messages and the record.
+    labels_name : str
+        The labels' name, for messages.
+    channel_axis : int, optional
+        Channel axis of ``image``.
+    slices : sequence of int, optional
+        The corrected slices (0 for a 2D image); None: every slice holding labels.
+    """
+
+    image: Any
+    labels: Any
+    name: str
+    labels_name: str
+    channel_axis: int | None = None
+    slices: Sequence[int] | None = None
+
+
+@dataclass
+class GatheredSlices:
+    """The corrected 2D slices of several pairs, uncorrected anchor slices and names.
+
+    Attributes
+    ----------
+    images : list of numpy.ndarray
+        Corrected slices as float32 ``(C, Y, X)`` (pass ``channel_axis=0`` to the round).
+    labels : list of numpy.ndarray
+        Their ``(Y, X)`` labels.
+    anchors : list of numpy.ndarray
+        Up to ``n_anchors`` uncorrected ``(C, Y, X)`` slices, evenly spread over all pairs.
+    names : list of str
+        ``"image[z]"`` (stacks) or ``"image"`` (2D) for each corrected slice.
+    n_images : int
+        The number of pairs.
+    """
+
+    images: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    anchors: list[np.ndarray] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    n_images: int = 0
+
+    def data_note(self) -> str:
+        """What the round trained on, for ``record["data"]``."""
+        return (f"{len(self.names)} corrected slice(s) of {self.n_images} images: "
+                f"{', '.join(self.names)}")
+
+
+def _mismatch(pair: ImagePair, labels_shape: tuple, expected: tuple) -> str:
+    return (f"{pair.labels_name}: labels shape {tuple(labels_shape)} differs from "
+            f"{pair.name}'s spatial shape {tuple(expected)}")
+
+
+def pair_shape_error(pair: ImagePair, in_channels: int | None = None) -> str | None:
+    """A one-line message when the labels do not fit the image (None when they do).
+
+    Parameters
+    ----------
+    pair : ImagePair
+        The pair; only the shapes are looked at (nothing is read).
+    in_channels : int, optional
+        The model's input channels. Without it (the model is not loaded yet) the check
+        accepts the image's shape without its channel axis, or without a first axis of
+        channels; the round checks exactly again.
+
+    Returns
+    -------
+    str or None
+        The message.
+    """
+    shape, lab = tuple(np.shape(pair.image)), tuple(np.shape(pair.labels))
+    if in_channels is not None:
+        view = as_image_view(pair.image, in_channels, pair.channel_axis)
+        expected = (view.n_slices, *view.yx) if view.is_stack else tuple(view.yx)
+        return None if lab == expected else _mismatch(pair, lab, expected)
+    if pair.channel_axis is not None:
+        axis = pair.channel_axis % len(shape)
+        expected = shape[:axis] + shape[axis + 1:]
+        return None if lab == expected else _mismatch(pair, lab, expected)
+    return None if lab in (shape, shape[1:]) else _mismatch(pair, lab, shape)
+
+
+def gather_pairs(pairs: Sequence[ImagePair], in_channels: int,
+                 ignore_label: int | None = None, n_anchors: int = 3) -> GatheredSlices:
+    """The corrected 2D slices of every pair, anchors across them, and their names.
+
+    Parameters
+    ----------
+    pairs : sequence of ImagePair
+        The images and labels.
+    in_channels : int
+        The model's input channels.
+    ignore_label : int, optional
+        A label value that does not count as annotation (pairs without ``slices``).
+    n_anchors : int
+        Uncorrected slices to pick, evenly spaced over all pairs' uncorrected slices
+        (only those are read).
+
+    Returns
+    -------
+    GatheredSlices
+
+    Raises
+    ------
+    ValueError
+        A pair whose labels do not fit its image, a corrected slice out of range, or no
+        corrected slice in any pair.
+    """
+    from .loop import pick_slices
+    from .train import annotated_slices
+
+    out = GatheredSlices(n_images=len(pairs))
+    free: list[tuple[Any, int]] = []  # (view, z) of the uncorrected slices, read when picked
+    for pair in pairs:
+        error = pair_shape_error(pair, in_channels)
+        if error:
+            raise ValueError(error)
+        view = as_image_view(pair.image, in_channels, pair.channel_axis)
+        lab = pair.labels
+        lab3 = lab if view.is_stack else np.asarray(lab)[None]
+        if pair.slices is None:
+            done = set(annotated_slices(np.asarray(lab3), ignore_label))
+        else:
+            done = {int(z) for z in pair.slices}
+            bad = sorted(z for z in done if not 0 <= z < view.n_slices)
+            if bad:
+                raise ValueError(f"{pair.labels_name}: slice {bad[0]} is out of range for "
+                                 f"{view.n_slices} slice(s)")
+        for z in range(view.n_slices):
+            if z not in done:
+                free.append((view, z))
+                continue
+            out.images.append(view.slice(z))
+            out.labels.append(np.asarray(lab3[z]))
+            out.names.append(f"{pair.name}[{z}]" if view.is_stack else pair.name)
+    if not out.images:
+        raise ValueError(f"no corrected slice in any of the {len(pairs)} labels: paint labels "
+                         "(and mark the slices you corrected) first")
+    out.anchors = [free[i][0].slice(free[i][1]) for i in pick_slices(len(free), [], n_anchors)]
+    return out
