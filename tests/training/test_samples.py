@@ -1,9 +1,12 @@
 """Direct tests of training samples (napari_unet.training.samples)."""
 
+import ast
+
 import numpy as np
 import pytest
 
 from napari_unet.model import UNet
+from napari_unet.training.border_weights import TargetConfig
 from napari_unet.training.samples import annotated_slices, pad_to, prepare_samples, random_crop
 from napari_unet.training.train import TrainConfig
 
@@ -33,7 +36,7 @@ def test_pad_to_pads_only_what_is_missing():
 def test_samples_of_the_annotated_slices_are_padded_by_the_halo(net, blobs):
     image, labels = blobs
     stack, lab = np.stack([image, image, image]), np.stack([labels, 0 * labels, labels])
-    samples, zs = prepare_samples(net, stack, lab, TrainConfig())
+    samples, zs = prepare_samples(net, stack, lab, TargetConfig())
     assert zs == [0, 2] and len(samples) == 2
     h = net.halo
     s = samples[0]
@@ -47,23 +50,33 @@ def test_samples_of_the_annotated_slices_are_padded_by_the_halo(net, blobs):
 def test_an_excluded_box_gets_no_weight_and_bad_input_is_refused(net, blobs):
     image, labels = blobs
     box = (slice(0, 40), slice(0, 40))
-    (s,), _ = prepare_samples(net, image, labels, TrainConfig(), exclude={0: box})
+    (s,), _ = prepare_samples(net, image, labels, TargetConfig(), exclude={0: box})
     h = net.halo
     assert s.weight[h : h + 40, h : h + 40].sum() == 0
     assert s.weight[h + 50 : h + 96, h + 50 : h + 96].min() > 0
     with pytest.raises(ValueError, match="shape"):
-        prepare_samples(net, image, labels[:10], TrainConfig())
+        prepare_samples(net, image, labels[:10], TargetConfig())
     with pytest.raises(ValueError, match="no annotated slice"):
-        prepare_samples(net, image, 0 * labels, TrainConfig())
+        prepare_samples(net, image, 0 * labels, TargetConfig())
     with pytest.raises(ValueError, match="one class"):
-        prepare_samples(net, image, np.ones_like(labels), TrainConfig())
+        prepare_samples(net, image, np.ones_like(labels), TargetConfig())
 
 
 def test_a_random_crop_has_the_size_asked_and_holds_annotation(net, blobs):
     image, labels = blobs
-    (s,), _ = prepare_samples(net, image, labels, TrainConfig())
+    (s,), _ = prepare_samples(net, image, labels, TargetConfig())
     rng = np.random.default_rng(0)
     for size in (60, 400):  # inside the sample, and larger than it (padded)
         img, tgt, wgt = random_crop(s, size, rng)
         assert img.shape == (1, size, size) and tgt.shape == wgt.shape == (size, size)
         assert wgt.any()
+
+
+def test_train_config_carries_the_target_config_and_samples_do_not_import_train():
+    import napari_unet.training.samples as samples
+
+    cfg = TrainConfig(w0=3.0, sigma=2.0, class_balance=False, ignore_label=7, expand_labels=4)
+    assert cfg.targets == TargetConfig(3.0, 2.0, False, 7, 4)
+    tree = ast.parse(open(samples.__file__, encoding="utf-8").read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "train" not in imported  # TargetConfig unties samples from train

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -193,6 +194,26 @@ def border_weight_map(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0,
         ann = None if annotated is None else annotated.reshape(-1, *sl.shape)[z]
         out.reshape(-1, *sl.shape)[z] = _weight_2d(sl, ann, w0, sigma, class_balance)[1]
     return out
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """What a labelled slice is trained towards: the keywords of :func:`training_targets`.
+
+    ``expand_labels`` None means the model's own setting (see
+    :func:`napari_unet.training.samples.target_expansion`); the other fields are as in
+    :func:`border_weight_map`. :class:`napari_unet.training.train.TrainConfig` holds them
+    flat (its ``targets``), so that its checkpoints keep their form.
+    """
+
+    w0: float = 10.0
+    sigma: float = 5.0
+    class_balance: bool = True
+    ignore_label: int | None = None
+    expand_labels: int | None = None
+
+    def __post_init__(self) -> None:
+        check_weight_params(self.w0, self.sigma)
 
 
 def training_targets(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0,

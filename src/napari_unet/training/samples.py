@@ -10,11 +10,10 @@ import numpy as np
 
 from ..inference.inputs import as_image_view
 from ..normalize import Normalization
-from .border_weights import training_targets
+from .border_weights import TargetConfig, training_targets
 
 if TYPE_CHECKING:
     from ..model import UNet
-    from .train import TrainConfig
 
 
 def annotated_slices(labels: np.ndarray, ignore_label: int | None = None) -> list[int]:
@@ -55,7 +54,7 @@ def pad_to(a: np.ndarray, ny: int, nx: int, mode: str = "symmetric") -> np.ndarr
     return np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, ph), (0, pw)], mode=mode)
 
 
-def target_expansion(model: UNet, config: TrainConfig) -> int:
+def target_expansion(model: UNet, config: TargetConfig) -> int:
     """Label expansion of the training targets: ``config``'s, else the model's, else 0."""
     if config.expand_labels is not None:
         value = config.expand_labels
@@ -67,7 +66,7 @@ def target_expansion(model: UNet, config: TrainConfig) -> int:
 
 
 def prepare_samples(
-    model: UNet, images: Any, labels: Any, config: TrainConfig,
+    model: UNet, images: Any, labels: Any, config: TargetConfig,
     slices: Sequence[int] | None = None, channel_axis: int | None = None,
     exclude: Mapping[int, tuple[slice, slice]] | None = None,
 ) -> tuple[list[Sample], list[int]]:
@@ -77,6 +76,7 @@ def prepare_samples(
     (images of different sizes); ``slices`` then index the concatenated slices.
     ``exclude`` maps a slice index to a ``(rows, cols)`` box of it whose pixels get weight
     0: held back from training, e.g. for a round's self-check (:mod:`napari_unet.training.loop`).
+    ``config`` says how the targets and weights are made (``TrainConfig.targets``).
 
     Raises
     ------

@@ -23,7 +23,7 @@ from ..model import UNet, crop_to
 from ..model_files import load_checkpoint, save_checkpoint
 from .anchoring import Anchors, anchor_crop, anchor_loss, prepare_anchors
 from .augment import AugmentConfig, augment_sample
-from .border_weights import check_weight_params
+from .border_weights import TargetConfig, check_weight_params
 from .samples import (  # noqa: F401  (annotated_slices and target_expansion: public here too)
     Sample,
     annotated_slices,
@@ -133,6 +133,12 @@ class TrainConfig:
         for k, (v, lo) in ints.items():
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"{k} must be an integer >= {lo}, got {v!r}")
+
+    @property
+    def targets(self) -> TargetConfig:
+        """The fields that make the training targets and weights."""
+        return TargetConfig(w0=self.w0, sigma=self.sigma, class_balance=self.class_balance,
+                            ignore_label=self.ignore_label, expand_labels=self.expand_labels)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict (for checkpoints and records)."""
@@ -244,7 +250,8 @@ def fine_tune(
         raise TypeError(f"config must be a TrainConfig, got {type(cfg).__name__}")
     if cfg.steps < 1:
         raise ValueError(f"steps must be at least 1, got {cfg.steps}")
-    samples, zs = prepare_samples(model, images, labels, cfg, slices, channel_axis, exclude)
+    samples, zs = prepare_samples(model, images, labels, cfg.targets, slices, channel_axis,
+                                  exclude)
     dev = devices.resolve_device(cfg.device)
     if isinstance(anchors, Anchors):  # prepared by the caller (napari_unet.training.loop)
         anchored = anchors if len(anchors.images) and cfg.anchor_weight > 0 else None
@@ -345,6 +352,6 @@ def _update_record(
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "package_version": __version__,
         "train_config": {k: v for k, v in cfg.to_dict().items() if k != "augment"},
-        "expand_labels": target_expansion(model, cfg),
+        "expand_labels": target_expansion(model, cfg.targets),
         "history": prev,
     })
