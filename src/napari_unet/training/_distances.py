@@ -92,20 +92,20 @@ def pad_columns(a: np.ndarray, p: int) -> np.ndarray:
 
 
 
-def _scan(lab, pos, state, lb, k, ddt, ldt, down):
+def _scan(lab, pos, state, label_bits, k, dist_dtype, label_dtype, down):
     """Nearest and second-nearest distinct instance above (below if ``down``) in the column.
 
-    Keys ``pos << lb | label`` (``pos`` offset by k + 1: "none", key 0, decodes to > k): a
+    Keys ``pos << label_bits | label`` (``pos`` offset by k + 1: "none", key 0, decodes to > k): a
     running maximum picks the latest instance pixel; the second distinct one is the latest
     instance pixel before the run holding it. Returns ``(g1sq, label1, g2sq)``, capped.
     """
-    r, wp = lab.shape
-    fg, lmask = lab > 0, (1 << lb) - 1
-    bufs = np.empty((2, r + 1, wp), lab.dtype)
+    r, width = lab.shape
+    fg, lmask = lab > 0, (1 << label_bits) - 1
+    bufs = np.empty((2, r + 1, width), lab.dtype)
     views = bufs[:, ::-1] if down else bufs  # scan order; row 0 holds the state
     views[:, 0] = state
     cur1, cur2 = views[0, 1:], views[1, 1:]
-    np.bitwise_or(lab[::-1] if down else lab, (pos << lb)[::-1 if down else 1, None], out=cur1)
+    np.bitwise_or(lab[::-1] if down else lab, (pos << label_bits)[::-1 if down else 1, None], out=cur1)
     cur1 *= fg[::-1] if down else fg
     for j in (0, 1):
         if j:  # run starts: instance pixels whose previous instance pixel is another one
@@ -121,10 +121,10 @@ def _scan(lab, pos, state, lb, k, ddt, ldt, down):
     state[...] = views[:, -1]
     out = []
     for cur in (bufs[0, 1:], bufs[1, 1:]) if not down else (bufs[0, :-1], bufs[1, :-1]):
-        d = np.minimum(pos[:, None] - (cur >> lb), k + 1).astype(ddt)
+        d = np.minimum(pos[:, None] - (cur >> label_bits), k + 1).astype(dist_dtype)
         out.append(np.multiply(d, d, out=d).reshape(-1))
     lab1 = (bufs[0, 1:] if not down else bufs[0, :-1]) & lmask
-    return out[0], lab1.astype(ldt).reshape(-1), out[1]
+    return out[0], lab1.astype(label_dtype).reshape(-1), out[1]
 
 
 def distance_blocks(lab_p: np.ndarray, k1: int, k2: int, n1_p: np.ndarray | None = None):
@@ -133,70 +133,74 @@ def distance_blocks(lab_p: np.ndarray, k1: int, k2: int, n1_p: np.ndarray | None
     Exact where ``d1sq <= k1**2`` (``n1``: nearest instance; ``d1sq`` None if ``n1_p`` is
     given) and ``d2sq <= k2**2``; larger values are bounds/caps: "beyond the window".
     """
-    h, wp = lab_p.shape
+    h, width = lab_p.shape
     k, high = max(k1, k2), int(lab_p.max())
-    lb = max(1, high.bit_length())
-    kdt = np.int32 if (h + k + 2) << lb < 2**31 else np.int64
-    ddt = np.int16 if 3 * (k + 1) ** 2 < 2**15 else np.int32
-    ldt = np.int16 if high < 2**15 else kdt
-    key_dt = np.int32 if (2 * (k + 1) ** 2) << lb < 2**31 else np.int64
-    lab_p = lab_p.astype(kdt, copy=False)
-    step = max(1, _BLOCK_ELEMENTS // wp)
+    label_bits = max(1, high.bit_length())
+    scan_dtype = np.int32 if (h + k + 2) << label_bits < 2**31 else np.int64
+    dist_dtype = np.int16 if 3 * (k + 1) ** 2 < 2**15 else np.int32
+    label_dtype = np.int16 if high < 2**15 else scan_dtype
+    row_key_dtype = np.int32 if (2 * (k + 1) ** 2) << label_bits < 2**31 else np.int64
+    lab_p = lab_p.astype(scan_dtype, copy=False)
+    step = max(1, _BLOCK_ELEMENTS // width)
     starts = range(0, h, step)
-    a1, la1, a2 = np.empty(h * wp, ddt), np.empty(h * wp, ldt), np.empty(h * wp, ddt)
-    state = np.zeros((2, wp), kdt)
+    a1, a2 = np.empty(h * width, dist_dtype), np.empty(h * width, dist_dtype)
+    up_label1 = np.empty(h * width, label_dtype)
+    state = np.zeros((2, width), scan_dtype)
     for y0 in starts:
         y1 = min(h, y0 + step)
-        pos = np.arange(y0, y1, dtype=kdt) + (k + 1)
-        f = slice(y0 * wp, y1 * wp)
-        a1[f], la1[f], a2[f] = _scan(lab_p[y0:y1], pos, state, lb, k, ddt, ldt, False)
+        pos = np.arange(y0, y1, dtype=scan_dtype) + (k + 1)
+        f = slice(y0 * width, y1 * width)
+        a1[f], up_label1[f], a2[f] = _scan(lab_p[y0:y1], pos, state, label_bits, k, dist_dtype,
+                                           label_dtype, False)
     state[:] = 0
     for y0 in reversed(starts):
         y1 = min(h, y0 + step)
-        pos = (h - 1 + k + 1) - np.arange(y0, y1, dtype=kdt)
-        f = slice(y0 * wp, y1 * wp)
-        b1, lb1, b2 = _scan(lab_p[y0:y1], pos, state, lb, k, ddt, ldt, True)
+        pos = (h - 1 + k + 1) - np.arange(y0, y1, dtype=scan_dtype)
+        f = slice(y0 * width, y1 * width)
+        b1, down_label1, b2 = _scan(lab_p[y0:y1], pos, state, label_bits, k, dist_dtype, label_dtype, True)
         # merge up/down: two nearest distinct instances in the column (a2 >= a1, b2 >= b1)
-        same, upfirst = la1[f] == lb1, a1[f] <= b1
-        g1 = np.minimum(a1[f], b1)
-        l1 = la1[f] - lb1
-        l1 *= upfirst
-        l1 += lb1
+        same, upfirst = up_label1[f] == down_label1, a1[f] <= b1
+        column_d1sq = np.minimum(a1[f], b1)
+        column_label1 = up_label1[f] - down_label1
+        column_label1 *= upfirst
+        column_label1 += down_label1
         x = np.minimum(np.maximum(a1[f], a2[f] * (same | upfirst)),
                        np.maximum(b1, b2 * (same | ~upfirst)))
-        x -= g1  # extra cost where the column's nearest is the pixel's own nearest
+        x -= column_d1sq  # extra cost where the column's nearest is the pixel's own nearest
         if n1_p is None:
-            best = _row_min((g1.astype(key_dt) << lb) | l1, min(k1, wp - 1), lb)
-            d1sq, n1 = best >> lb, (best & ((1 << lb) - 1)).astype(ldt)
+            keys = (column_d1sq.astype(row_key_dtype) << label_bits) | column_label1
+            best = _row_min(keys, min(k1, width - 1), label_bits)
+            d1sq, n1 = best >> label_bits, (best & ((1 << label_bits) - 1)).astype(label_dtype)
         else:
-            d1sq, n1 = None, n1_p[y0:y1].reshape(-1).astype(ldt)
-        yield y0, y1, d1sq, n1, _row_second(g1, l1, x, n1, min(k2, wp - 1))
+            d1sq, n1 = None, n1_p[y0:y1].reshape(-1).astype(label_dtype)
+        yield y0, y1, d1sq, n1, _row_second(column_d1sq, column_label1, x, n1, min(k2, width - 1))
 
 
-def _row_min(keys: np.ndarray, k: int, lb: int) -> np.ndarray:
-    """``min over |dx| <= k`` of ``keys[x + dx] + dx**2`` (keys: ``dsq << lb | label``)."""
+def _row_min(keys: np.ndarray, k: int, label_bits: int) -> np.ndarray:
+    """``min over |dx| <= k`` of ``keys[x + dx] + dx**2`` (keys: ``dsq << label_bits | label``)."""
     out, tmp, n = keys.copy(), np.empty_like(keys), keys.size
     for dx in range(1, k + 1):
         m = n - dx
-        np.minimum(out[:m], np.add(keys[dx:], (dx * dx) << lb, out=tmp[:m]), out=out[:m])
-        np.minimum(out[dx:], np.add(keys[:m], (dx * dx) << lb, out=tmp[:m]), out=out[dx:])
+        np.minimum(out[:m], np.add(keys[dx:], (dx * dx) << label_bits, out=tmp[:m]), out=out[:m])
+        np.minimum(out[dx:], np.add(keys[:m], (dx * dx) << label_bits, out=tmp[:m]), out=out[dx:])
     return out
 
 
-def _row_second(g1, l1, x, n1, k: int) -> np.ndarray:
+def _row_second(column_d1sq, column_label1, x, n1, k: int) -> np.ndarray:
     """``min over |dx| <= k`` of ``dx**2`` + column distance to an instance ``!= n1``.
 
-    (the column's nearest ``g1`` unless its label ``l1`` is ``n1``; then ``g1 + x``)
+    (the column's nearest ``column_d1sq`` unless its label ``column_label1`` is ``n1``; then
+    ``column_d1sq + x``)
     """
-    n, tmp = g1.size, np.empty_like(g1)
-    eq = np.equal(l1, n1)
+    n, tmp = column_d1sq.size, np.empty_like(column_d1sq)
+    eq = np.equal(column_label1, n1)
     out = np.multiply(x, eq)
-    out += g1
+    out += column_d1sq
     for dx in range(1, k + 1):
         m = n - dx
         for dst, src in ((slice(0, m), slice(dx, n)), (slice(dx, n), slice(0, m))):
-            c = np.multiply(x[src], np.equal(l1[src], n1[dst], out=eq[:m]), out=tmp[:m])
-            c += g1[src]
+            c = np.multiply(x[src], np.equal(column_label1[src], n1[dst], out=eq[:m]), out=tmp[:m])
+            c += column_d1sq[src]
             c += dx * dx
             np.minimum(out[dst], c, out=out[dst])
     return out

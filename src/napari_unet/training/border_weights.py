@@ -31,23 +31,23 @@ THREADS = max(1, min(2, os.cpu_count() or 1))
 _THREAD_MIN_PIXELS = 1 << 20
 
 
-def _filter3(a: np.ndarray, wp: int, op: np.ufunc) -> np.ndarray:
+def _filter3(a: np.ndarray, width: int, op: np.ufunc) -> np.ndarray:
     """3x3 grey dilation/erosion (``op``) of a flattened padded image (neutral padding)."""
     t = a.copy()
     op(t[:-1], a[1:], out=t[:-1])
     op(t[1:], a[:-1], out=t[1:])
     out = t.copy()
-    op(out[:-wp], t[wp:], out=out[:-wp])
-    op(out[wp:], t[:-wp], out=out[wp:])
+    op(out[:-width], t[width:], out=out[:-width])
+    op(out[width:], t[:-width], out=out[width:])
     return out
 
 
 def _border_mask(lab_p: np.ndarray) -> np.ndarray:
     """Instance pixels where 3x3 dilation or erosion-over-instances differs (padded 2D)."""
-    flat, wp = lab_p.reshape(-1), lab_p.shape[1]
+    flat, width = lab_p.reshape(-1), lab_p.shape[1]
     shifted = (flat - 1).view(f"u{flat.dtype.itemsize}")
-    border = _filter3(flat, wp, np.maximum) != flat
-    border |= _filter3(shifted, wp, np.minimum) != shifted
+    border = _filter3(flat, width, np.maximum) != flat
+    border |= _filter3(shifted, width, np.minimum) != shifted
     border &= flat > 0
     return border.reshape(lab_p.shape)
 
