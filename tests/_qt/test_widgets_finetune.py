@@ -148,9 +148,11 @@ def test_closing_stops_training(make_napari_viewer, qtbot, tiny_session, close):
     assert tiny_session.current.name == "tiny"
 
 
-def test_predict_after_training_and_save(make_napari_viewer, qtbot, tiny_session, tmp_path):
+def test_predict_after_training_and_save(make_napari_viewer, qtbot, tiny_session, tmp_path,
+                                        monkeypatch):
     from napari_unet.model_files import load_model
 
+    force_self_check(monkeypatch, True)  # only an accepted version segments afterwards
     viewer = make_napari_viewer()
     widget = _finetune_dock(viewer, steps=1)
     widget.augment_check.setChecked(False)
