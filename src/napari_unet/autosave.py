@@ -31,14 +31,11 @@ import shutil
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .outputs import TEMP_TAG, atomic_output, clean_stale
-
-if TYPE_CHECKING:
-    from napari.layers import Image, Labels
 
 SUFFIX = ".autosave.npz"
 #: Folder of a stack's slice files, beside the file (``<name>.autosave.slices``).
@@ -65,7 +62,7 @@ def source_path(layer: Any) -> Path | None:
     return Path(src) if src else None
 
 
-def autosave_path(labels: Labels, image: Image | None = None, folder: str | Path | None = None,
+def autosave_path(labels: Any, image: Any | None = None, folder: str | Path | None = None,
                   ) -> Path:
     """Where the autosave of ``labels`` goes.
 
