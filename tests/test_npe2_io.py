@@ -80,6 +80,16 @@ def test_autosave_with_marks_outside_the_stack_is_refused(tmp_path):
     path = write_autosave(tmp_path / f"a{SUFFIX}", _stack(), [5], {"layer": "a"})
     with pytest.raises(ValueError, match=r"slice\(s\) \[5\] lie outside the 3"):
         _readers.read_autosave_layer(path)
+    # the same checks guard Resume, which reads through autosave.read_autosave too
+    from napari_unet.autosave import read_autosave
+
+    with pytest.raises(ValueError, match=r"slice\(s\) \[5\] lie outside the 3"):
+        read_autosave(path)
+    garbage = tmp_path / f"g{SUFFIX}"
+    garbage.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"cannot read g\.autosave\.npz") as info:
+        read_autosave(garbage)
+    assert "\n" not in str(info.value) and garbage.read_bytes() == b"not a zip"
 
 
 # --- model reader --------------------------------------------------------------------

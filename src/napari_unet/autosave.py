@@ -271,8 +271,37 @@ class _Superseded(Exception):
 
 
 def read_autosave(path: str | Path) -> tuple[np.ndarray, list[int], dict[str, Any]]:
-    """Read an autosave file (or a backup): ``(labels, corrected slices, meta)``."""
+    """Read an autosave file (or a backup): ``(labels, corrected slices, meta)``.
+
+    Raises
+    ------
+    ValueError
+        One line naming the file when it is not a usable autosave file (not an npz, a
+        missing slice file, labels that are no integer image, marks outside the slices).
+    """
+    import zipfile
+
     path = Path(path)
+    try:
+        labels, corrected, meta = _read_autosave(path)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"cannot read {path.name} as a napari-unet autosave file: "
+                         f"{type(err).__name__}: {err}".splitlines()[0]) from None
+    if not isinstance(labels, np.ndarray):  # a member that is no .npy array
+        raise ValueError(f"cannot read {path.name} as a napari-unet autosave file: it holds "
+                         "no labels array")
+    if labels.ndim < 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path.name}: the saved labels are not an integer image "
+                         f"(shape {labels.shape}, dtype {labels.dtype})")
+    n = labels.shape[0] if labels.ndim >= 3 else 1
+    bad = [z for z in corrected if not 0 <= z < n]
+    if bad:
+        raise ValueError(f"{path.name}: corrected slice(s) {bad} lie outside the {n} "
+                         "slice(s) of the labels")
+    return labels, corrected, meta if isinstance(meta, dict) else {}
+
+
+def _read_autosave(path: Path) -> tuple[Any, list[int], Any]:
     with np.load(path, allow_pickle=False) as f:
         corrected = [int(z) for z in f["corrected"]]
         meta = json.loads(str(f["meta"])) if "meta" in f else {}
