@@ -40,7 +40,8 @@ from napari_unet.inference.predict import predict, run
 from napari_unet.metrics import evaluate_em, match_f1
 from napari_unet.model_files import load_model
 from napari_unet.normalize import Normalization
-from napari_unet.training.loop import RoundConfig, finetune_round, pick_slices
+from napari_unet.training.loop import RoundConfig, finetune_round
+from napari_unet.training.pairs import pick_slices
 
 # dev twins of the shipped models: same recipe, trained without the test splits
 TWINS = Path(__file__).resolve().parent / "models"

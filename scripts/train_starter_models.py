@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import datasets  # noqa: E402
 from napari_unet.inference.postprocess import labels_from_probabilities  # noqa: E402
 from napari_unet.inference.predict import predict  # noqa: E402
+from napari_unet.inference.rescale import object_diameter  # noqa: E402
 from napari_unet.metrics import adapted_rand, evaluate_em, evaluate_nuclei  # noqa: E402
 from napari_unet.model import UNet  # noqa: E402
 from napari_unet.model_files import load_model, save_model  # noqa: E402
@@ -118,6 +119,8 @@ def finish(name: str, model: UNet, images: list, labels: list, device: str, data
     # twin: best adapted Rand 0.067 -> 0.057); nuclei gain 0.004 F1, not worth 8x the time
     model.record["predict"] = {"tta": not name.startswith("nuclei")}
     model.record["postprocess"] = tune_postprocessing(name, model, images, labels)
+    # the size of the objects it learned: a round resamples other sizes to it
+    model.record["object_diameter"] = round(object_diameter(labels), 2)
     model.record["metrics"] = quick_eval(name, model, device, data)
     OUT[data].mkdir(parents=True, exist_ok=True)
     save_model(model, OUT[data] / f"{name}.pt", half=True)

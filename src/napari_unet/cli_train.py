@@ -136,7 +136,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .inference.inputs import to_model_channels
     from .model import UNet
     from .model_files import load_checkpoint, load_model, save_model_or_rescue
-    from .training.loop import RoundConfig, finetune_round, pick_slices
+    from .training.loop import RoundConfig, finetune_round
+    from .training.pairs import pick_slices
     from .training.train import DEFAULT_ARCHITECTURE
 
     if a.model:

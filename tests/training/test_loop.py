@@ -9,7 +9,8 @@ import torch
 from napari_unet.jobs import run
 from napari_unet.model import UNet
 from napari_unet.normalize import Normalization
-from napari_unet.training.loop import RoundConfig, corrected_pairs, finetune_round, pick_slices
+from napari_unet.training.loop import RoundConfig, finetune_round
+from napari_unet.training.pairs import corrected_pairs, pick_slices
 from napari_unet.training.selfcheck import holdout_box, score_blocks
 from napari_unet.training.train import TrainConfig
 

@@ -23,6 +23,7 @@ from ..normalize import Normalization
 from .cpu_pool import cpu_workers, tile_pool
 from .inputs import ImageView, as_image_view
 from .predict_config import PredictConfig
+from .rescale import at_scale, input_scale, is_unit, resample, scaled_shape
 from .tiling import AxisPlan, choose_tile, crop_offset, memory_per_tile, pad_image, plan_axis
 
 CPU_BUDGET = 3 * 2**30
@@ -278,7 +279,7 @@ def predict_iter(
     view = as_image_view(image, model.in_channels, channel_axis)
     zs = view.check_slices(slices)
     job = _SliceJob.start(model, view, cfg)
-    workers = _slice_workers(job.model, view.yx, len(zs), job.device, cfg.tile, job.tta,
+    workers = _slice_workers(job.model, job.net_yx, len(zs), job.device, cfg.tile, job.tta,
                              cfg.memory_budget)
     if workers > 1:  # CPU, one tile per slice: slices side by side, one core each
         yield from job.side_by_side(zs, workers)
@@ -317,6 +318,12 @@ class _SliceJob:
                    Normalization.from_dict(model.config.normalization), probs, unc,
                    time.perf_counter())
 
+    @property
+    def net_yx(self) -> tuple[int, int]:
+        """The slice size the network sees (the input's, resampled by the input scale)."""
+        scale = input_scale(self.model)
+        return self.view.yx if is_unit(scale) else scaled_shape(self.view.yx, scale)
+
     def progress(self, done: int, total: int, z: int) -> Progress:
         return Progress(done, total, z, time.perf_counter() - self.t0)
 
@@ -326,10 +333,15 @@ class _SliceJob:
             self.unc[z] = spread if spread is not None else softmax_entropy(p)
 
     def one_slice(self, z: int, tile: int | None, batch: int | None) -> Generator:
-        return predict_slice_iter(
-            self.model, self.norm(self.view.slice(z), channel_axis=0), device=self.device,
-            tile=tile, batch_size=batch, tta=self.tta, padding_mode=self.cfg.padding_mode,
-            memory_budget=self.cfg.memory_budget, dtype=self.dtype)
+        x = self.norm(self.view.slice(z), channel_axis=0)
+        unit = is_unit(input_scale(self.model))
+        if not unit:  # the network sees objects at the size it learned
+            x = resample(x, self.net_yx)
+        gen = predict_slice_iter(
+            self.model, x, device=self.device, tile=tile, batch_size=batch, tta=self.tta,
+            padding_mode=self.cfg.padding_mode, memory_budget=self.cfg.memory_budget,
+            dtype=self.dtype)
+        return gen if unit else at_scale(gen, self.view.yx)
 
     def in_turn(self, zs: list[int]) -> Generator[Progress, None, None]:
         """Slice after slice, tiles counted over the stack; smaller tiles after out-of-memory."""
@@ -350,7 +362,7 @@ class _SliceJob:
                     if not devices.is_oom(err):
                         raise
                     devices.empty_cache(self.device)
-                    cur_tile, cur_batch = _shrink(self.model, self.view.yx, cur_tile, cur_batch,
+                    cur_tile, cur_batch = _shrink(self.model, self.net_yx, cur_tile, cur_batch,
                                                   self.device, err)
             done_before += total
             self.store(z, p, spread)

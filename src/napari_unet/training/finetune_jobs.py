@@ -63,7 +63,8 @@ def finetune_iter(
     channels for a model with as many inputs).
     """
     from ..inference.segment_job import model_input
-    from .loop import finetune_round, pick_slices
+    from .loop import finetune_round
+    from .pairs import pick_slices
 
     yield f"preparing {version.name}"  # Stop is honoured from here on
     base = version.get_model()

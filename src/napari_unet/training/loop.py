@@ -37,10 +37,12 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..inference.inputs import as_image_view
 from ..inference.postprocess import postprocess_settings
+from ..inference.rescale import input_scale, object_diameter
 from ..model import UNet
 from .anchoring import Anchors, anchor_predictions, prepare_anchors
+from .pairs import corrected_pairs
+from .scale import ScaleConfig, keep_parent_scale, measured_scale, to_scale, with_scale
 from .selfcheck import (
     CheckResult,
     anchor_agreement,
@@ -50,7 +52,7 @@ from .selfcheck import (
     predict_slices,
     score_blocks,
 )
-from .train import TrainConfig, annotated_slices, fine_tune
+from .train import TrainConfig, fine_tune
 
 
 def _round_train_defaults() -> TrainConfig:
@@ -91,6 +93,9 @@ class RoundConfig:
         Learning-rate factor when the parent already segments the corrected slices well
         (the anchoring criterion): a good model needs small steps; at the full rate a round
         on the sample data made the nuclei starter worse (docs/models.md).
+    scale : ScaleConfig
+        How the new version's input scale is picked (objects of the user's size resampled
+        to the size the network learned; :mod:`napari_unet.training.scale`).
     refine_margin_f1, refine_margin_rand : float
         When the parent already segments the corrections well, scores on the held-back
         blocks closer than this (F1, or adapted Rand error) are a tie, which the pixels
@@ -113,6 +118,7 @@ class RoundConfig:
     good_parent_lr: float = 0.2
     refine_margin_f1: float = 0.01
     refine_margin_rand: float = 0.005
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def __post_init__(self) -> None:
         if self.polarity not in ("auto", "keep", "invert"):
@@ -149,6 +155,9 @@ class RoundReport:
     postprocess: dict[str, Any]
     regime: str = "adapt"  # "refine": the parent already segments the corrections well
     by_pixels: bool = False  # the scores tied within the margin; the pixels decided
+    scale: float = 1.0  # the new version's input scale
+    object_diameter: float | None = None  # median object diameter in the corrections (px)
+    rescaled: bool = False  # the round changed the input scale
 
     def summary(self) -> str:
         """One line for the dock's status and the CLI, e.g. "F1 0.41 -> 0.83"."""
@@ -159,6 +168,9 @@ class RoundReport:
             verdict += (": a tie, decided by the pixels" if self.accepted else
                         ": a tie, and the pixels did not favour it")
         extra = "; input inverted (dark objects on bright)" if self.inverted else ""
+        if self.rescaled:
+            extra += (f"; input resampled x{self.scale:g} (your objects ~"
+                      f"{self.object_diameter or 0:.0f} px)")
         return (f"on {where}: {self.metric} {self.parent_score:.3f} -> {self.new_score:.3f} "
                 f"({verdict}){extra}")
 
@@ -176,48 +188,6 @@ class RoundResult:
     report: RoundReport
 
 
-def corrected_pairs(images: Any, labels: Any, slices: Sequence[int] | None,
-                    channel_axis: int | None, in_channels: int,
-                    ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
-    """The corrected 2D slices as ``(C, Y, X)`` float32 images and ``(Y, X)`` labels.
-
-    ``images``/``labels`` are one image or stack each, or two lists of 2D images.
-    ``slices`` defaults to every slice holding labels.
-    """
-    if isinstance(images, (list, tuple)) != isinstance(labels, (list, tuple)):
-        raise ValueError("pass images and labels both as arrays or both as lists")
-    pairs = list(zip(images, labels, strict=True)) if isinstance(images, (list, tuple)) \
-        else [(images, labels)]
-    imgs, labs = [], []
-    for img, lab in pairs:
-        view, lab = as_image_view(img, in_channels, channel_axis), np.asarray(lab)
-        expected = (view.n_slices, *view.yx) if view.is_stack else view.yx
-        if lab.shape != tuple(expected):
-            raise ValueError(f"labels shape {lab.shape} differs from the image's spatial shape "
-                             f"{tuple(expected)}")
-        lab3 = lab if view.is_stack else lab[None]
-        for z in range(view.n_slices):
-            imgs.append(view.slice(z))
-            labs.append(lab3[z])
-    zs = [int(z) for z in slices] if slices is not None else \
-        annotated_slices(np.stack(labs)) if len({x.shape for x in labs}) == 1 else \
-        [i for i, x in enumerate(labs) if np.any(x)]
-    bad = [z for z in zs if not 0 <= z < len(labs)]
-    if bad:
-        raise ValueError(f"slice {bad[0]} is out of range for {len(labs)} slices")
-    if not zs:
-        raise ValueError("no corrected slice: paint labels on at least one slice first")
-    return [imgs[z] for z in zs], [labs[z] for z in zs], zs
-
-
-def pick_slices(n_slices: int, exclude: Sequence[int], count: int = 3) -> list[int]:
-    """Up to ``count`` evenly spaced slice indices outside ``exclude`` (anchor slices)."""
-    free = [z for z in range(n_slices) if z not in set(exclude)]
-    if len(free) <= count:
-        return free
-    return [free[int(round(i))] for i in np.linspace(0, len(free) - 1, count)]
-
-
 def _new_start(parent: UNet, cfg: RoundConfig) -> UNet:
     if cfg.start == "scratch":
         import torch
@@ -227,6 +197,8 @@ def _new_start(parent: UNet, cfg: RoundConfig) -> UNet:
         model.record = {"postprocess": dict(parent.record.get("postprocess") or {}),
                         "predict": dict(parent.record.get("predict") or {}),
                         "expand_labels": parent.record.get("expand_labels", 0)}
+        if parent.record.get("object_diameter"):
+            model.record["object_diameter"] = parent.record["object_diameter"]
         return model
     return copy.deepcopy(parent)
 
@@ -279,45 +251,24 @@ def finetune_round(
     imgs, labs, zs = corrected_pairs(images, labels, slices, channel_axis, parent.in_channels)
     boxes = {i: b for i, lab in enumerate(labs)
              if (b := holdout_box(lab.shape, i, cfg.holdout)) is not None}
-    dev = cfg.train.device
     yield f"checking {parent.record.get('name', 'the model')} on {len(imgs)} corrected slice(s)"
-    start = _new_start(parent, cfg)
-    flip = cfg.polarity == "invert"
-    parent_probs = yield from predict_slices(parent, imgs, dev)
-    agree = pixel_agreement(parent, parent_probs, labs, boxes)
-    if cfg.polarity == "auto" and parent.in_channels == 1 and cfg.start == "parent":
-        yield "checking the polarity (bright or dark objects)"
-        flipped = _with_polarity(start, not start.config.normalization.get("invert", False))
-        flipped_probs = yield from predict_slices(flipped, imgs, dev)
-        agree_inv = pixel_agreement(flipped, flipped_probs, labs, boxes)
-        flip = agree_inv > agree + cfg.invert_margin
-        if flip:
-            parent_probs = flipped_probs
-    model = _with_polarity(start, not start.config.normalization.get("invert", False)) \
-        if flip else start
-    quality = parent_quality(parent, parent_probs, labs)
-    good = quality <= cfg.anchor_max_rand if postprocess_settings(parent)["fill"] \
-        else quality >= cfg.anchor_min_f1
-    use_anchors = cfg.start == "parent" and good and anchors
-    train_cfg = copy.deepcopy(cfg.train)
-    train_cfg.steps = cfg.steps_for([lab.size for lab in labs])
-    if not use_anchors:
-        train_cfg.anchor_weight = 0.0
-    if good and cfg.start == "parent":
-        train_cfg.lr *= cfg.good_parent_lr
-    losses: list[float] = []
+    parent_probs = yield from predict_slices(parent, imgs, cfg.train.device)
+    model, flip, parent_probs = yield from _pick_polarity(
+        parent, _new_start(parent, cfg), imgs, labs, boxes, parent_probs, cfg)
+    model, parent_probs, rescaled = yield from _pick_scale(parent, model, imgs, labs,
+                                                           parent_probs, cfg)
+    good = _is_good(parent, parent_quality(model, parent_probs, labs), cfg)
+    refine = good and cfg.start == "parent"  # a good parent stays unless clearly beaten
+    t_imgs, t_labs, t_boxes, t_anchors = to_scale(input_scale(model), imgs, labs, boxes,
+                                                  anchors)
+    train_cfg = _train_config(cfg, t_labs, refine, bool(refine and anchors))
     yield f"training {train_cfg.steps} steps"
     prepared = None
-    if use_anchors and train_cfg.anchor_weight > 0:
-        prepared = Anchors([], [])
-        for i, a in enumerate(anchors, 1):  # one at a time: a round stops between them
-            yield f"anchoring on uncorrected slice {i}/{len(anchors)}"
-            one = prepare_anchors(model, [a if a.ndim == 3 else a[None]], 0, dev)
-            prepared.images += one.images
-            prepared.probs += one.probs
-    gen = fine_tune(model, imgs, labs, train_cfg, channel_axis=0, exclude=boxes, resume=resume,
-                    anchors=prepared)
-    for ev in gen:
+    if train_cfg.anchor_weight > 0 and t_anchors:
+        prepared = yield from _anchor(model, t_anchors, cfg.train.device)
+    losses: list[float] = []
+    for ev in fine_tune(model, t_imgs, t_labs, train_cfg, channel_axis=0, exclude=t_boxes,
+                        resume=resume, anchors=prepared):
         losses.append(ev.loss)
         yield ev
     model.eval()  # fine_tune trained ``model`` in place
@@ -326,24 +277,96 @@ def finetune_round(
     if prepared is not None and prepared.images and cfg.retune:
         yield "comparing with the parent on the uncorrected slices"
         prefer = anchor_agreement(postprocess_settings(parent), prepared.probs,
-                                  anchor_predictions(model, prepared, dev))
-    refine = good and cfg.start == "parent"  # a good parent stays unless clearly beaten
+                                  anchor_predictions(model, prepared, cfg.train.device))
     margin = (cfg.refine_margin_rand if postprocess_settings(parent)["fill"]
               else cfg.refine_margin_f1) if refine else 0.0
-    check: CheckResult = yield from score_blocks(parent, model, imgs, labs, boxes, dev,
-                                                 cfg.retune, prefer, margin)
-    accepted = check.better
+    check: CheckResult = yield from score_blocks(parent, model, imgs, labs, boxes,
+                                                 cfg.train.device, cfg.retune, prefer, margin)
     n = max(1, len(losses) // 10)
     report = RoundReport(
         metric=check.metric, parent_score=check.parent_score, new_score=check.new_score,
-        accepted=accepted, held_back=bool(boxes), inverted=flip, anchored=len(prepared.images)
-        if prepared is not None else 0, steps=len(losses), seconds=time.perf_counter() - t0,
-        n_slices=len(imgs), loss_first=float(np.mean(losses[:n])) if losses else float("nan"),
+        accepted=check.better, held_back=bool(boxes), inverted=flip,
+        anchored=len(prepared.images) if prepared is not None else 0, steps=len(losses),
+        seconds=time.perf_counter() - t0, n_slices=len(imgs),
+        loss_first=float(np.mean(losses[:n])) if losses else float("nan"),
         loss_last=float(np.mean(losses[-n:])) if losses else float("nan"),
         postprocess=check.new_postprocess, regime="refine" if good else "adapt",
-        by_pixels=check.by_pixels)
+        by_pixels=check.by_pixels, scale=input_scale(model),
+        object_diameter=object_diameter(labs), rescaled=rescaled)
     _describe(model, parent, report, zs, name, cfg.start)
-    return RoundResult(model, accepted, report)
+    return RoundResult(model, check.better, report)
+
+
+def _pick_polarity(parent: UNet, start: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
+                   boxes: dict[int, Any], parent_probs: list[np.ndarray], cfg: RoundConfig,
+                   ) -> Generator[str, None, tuple[UNet, bool, list[np.ndarray]]]:
+    """``start`` with its input inverted when the corrections agree clearly better so."""
+    flip = cfg.polarity == "invert"
+    if cfg.polarity == "auto" and parent.in_channels == 1 and cfg.start == "parent":
+        yield "checking the polarity (bright or dark objects)"
+        agree = pixel_agreement(parent, parent_probs, labs, boxes)
+        flipped = _with_polarity(start, not start.config.normalization.get("invert", False))
+        flipped_probs = yield from predict_slices(flipped, imgs, cfg.train.device)
+        flip = pixel_agreement(flipped, flipped_probs, labs, boxes) > agree + cfg.invert_margin
+        if flip:
+            return flipped, True, flipped_probs
+    if flip:
+        return _with_polarity(start, not start.config.normalization.get("invert", False)), \
+            True, parent_probs
+    return start, False, parent_probs
+
+
+def _pick_scale(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
+                probs: list[np.ndarray], cfg: RoundConfig,
+                ) -> Generator[str, None, tuple[UNet, list[np.ndarray], bool]]:
+    """``model`` at the input scale the corrections' object size calls for, if any.
+
+    When fine-tuning with ``scale.mode == "auto"``, the parent predicts the corrected slices
+    at the measured scale too, and keeps its own if it is clearly better there.
+    """
+    scale = measured_scale(model, labs, cfg.scale)
+    if scale is None:
+        return model, probs, False
+    scaled = with_scale(model, scale)
+    if cfg.start != "parent" or cfg.scale.mode != "auto":
+        return scaled, probs, True
+    yield f"checking the model at input scale {scale:g} (objects of {object_diameter(labs):.0f} px)"
+    scaled_probs = yield from predict_slices(scaled, imgs, cfg.train.device)
+    if keep_parent_scale(parent_quality(model, probs, labs),
+                         parent_quality(scaled, scaled_probs, labs),
+                         postprocess_settings(parent)["fill"], cfg.scale):
+        return model, probs, False
+    return scaled, scaled_probs, True
+
+
+def _is_good(parent: UNet, quality: float, cfg: RoundConfig) -> bool:
+    """Whether the parent already segments the corrections well (the refine regime)."""
+    return quality <= cfg.anchor_max_rand if postprocess_settings(parent)["fill"] \
+        else quality >= cfg.anchor_min_f1
+
+
+def _train_config(cfg: RoundConfig, labs: list[np.ndarray], refine: bool, anchor: bool,
+                  ) -> TrainConfig:
+    """The round's training settings: steps for the data, a small rate to refine a good parent."""
+    train_cfg = copy.deepcopy(cfg.train)
+    train_cfg.steps = cfg.steps_for([lab.size for lab in labs])
+    if not anchor:
+        train_cfg.anchor_weight = 0.0
+    if refine:
+        train_cfg.lr *= cfg.good_parent_lr
+    return train_cfg
+
+
+def _anchor(model: UNet, anchors: Sequence[np.ndarray], device: str,
+            ) -> Generator[str, None, Anchors]:
+    """The start model's predictions on the uncorrected slices, one at a time (stoppable)."""
+    prepared = Anchors([], [])
+    for i, a in enumerate(anchors, 1):
+        yield f"anchoring on uncorrected slice {i}/{len(anchors)}"
+        one = prepare_anchors(model, [a if a.ndim == 3 else a[None]], 0, device)
+        prepared.images += one.images
+        prepared.probs += one.probs
+    return prepared
 
 
 def _describe(model: UNet, parent: UNet, report: RoundReport, zs: list[int],
@@ -354,7 +377,9 @@ def _describe(model: UNet, parent: UNet, report: RoundReport, zs: list[int],
     history = list(old.get("history") or []) + [{
         "parent": parent_name, "slices": zs, "self_check": report.to_dict(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}]
-    keep = {k: old[k] for k in ("predict", "expand_labels") if k in old}
+    keep = {k: old[k] for k in ("predict", "expand_labels", "object_diameter") if k in old}
+    if "object_diameter" not in keep and report.object_diameter:  # in the network's pixels
+        keep["object_diameter"] = round(report.object_diameter * report.scale, 2)
     model.record = {
         **keep, **{k: v for k, v in model.record.items()
                    if k in ("data_shapes", "steps", "final_loss", "train_config", "date",

@@ -15,6 +15,49 @@ from typing import Any
 import numpy as np
 
 from ..inference.inputs import as_image_view
+from .samples import annotated_slices
+
+
+def corrected_pairs(images: Any, labels: Any, slices: Sequence[int] | None,
+                    channel_axis: int | None, in_channels: int,
+                    ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """The corrected 2D slices as ``(C, Y, X)`` float32 images and ``(Y, X)`` labels.
+
+    ``images``/``labels`` are one image or stack each, or two lists of 2D images.
+    ``slices`` defaults to every slice holding labels.
+    """
+    if isinstance(images, (list, tuple)) != isinstance(labels, (list, tuple)):
+        raise ValueError("pass images and labels both as arrays or both as lists")
+    pairs = list(zip(images, labels, strict=True)) if isinstance(images, (list, tuple)) \
+        else [(images, labels)]
+    imgs, labs = [], []
+    for img, lab in pairs:
+        view, lab = as_image_view(img, in_channels, channel_axis), np.asarray(lab)
+        expected = (view.n_slices, *view.yx) if view.is_stack else view.yx
+        if lab.shape != tuple(expected):
+            raise ValueError(f"labels shape {lab.shape} differs from the image's spatial shape "
+                             f"{tuple(expected)}")
+        lab3 = lab if view.is_stack else lab[None]
+        for z in range(view.n_slices):
+            imgs.append(view.slice(z))
+            labs.append(lab3[z])
+    zs = [int(z) for z in slices] if slices is not None else \
+        annotated_slices(np.stack(labs)) if len({x.shape for x in labs}) == 1 else \
+        [i for i, x in enumerate(labs) if np.any(x)]
+    bad = [z for z in zs if not 0 <= z < len(labs)]
+    if bad:
+        raise ValueError(f"slice {bad[0]} is out of range for {len(labs)} slices")
+    if not zs:
+        raise ValueError("no corrected slice: paint labels on at least one slice first")
+    return [imgs[z] for z in zs], [labs[z] for z in zs], zs
+
+
+def pick_slices(n_slices: int, exclude: Sequence[int], count: int = 3) -> list[int]:
+    """Up to ``count`` evenly spaced slice indices outside ``exclude`` (anchor slices)."""
+    free = [z for z in range(n_slices) if z not in set(exclude)]
+    if len(free) <= count:
+        return free
+    return [free[int(round(i))] for i in np.linspace(0, len(free) - 1, count)]
 
 
 @dataclass
@@ -136,7 +179,6 @@ def gather_pairs(pairs: Sequence[ImagePair], in_channels: int,
         A pair whose labels do not fit its image, a corrected slice out of range, or no
         corrected slice in any pair.
     """
-    from .loop import pick_slices
     from .train import annotated_slices
 
     out = GatheredSlices(n_images=len(pairs))
