@@ -93,6 +93,7 @@ def main() -> None:
             drop = 1 - rep.loss_last / max(rep.loss_first, 1e-9)
             print(f"{k:4d}  {s:7.3f}  {kept:5.3f}  {rep.parent_score:.3f} -> {rep.new_score:.3f} "
                   f"{'accepted' if res.accepted else 'REJECTED'}{' inv' if rep.inverted else ''}"
+                  f"{f' x{rep.scale:g}' if rep.rescaled else ''}"
                   f"  {rep.steps:5d}  {rep.seconds:6.1f}  {drop:8.2f}", flush=True)
             results[f"{name}_k{k}"] = s
             results[f"{name}_kept_k{k}"] = kept

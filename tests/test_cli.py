@@ -107,6 +107,7 @@ def test_train_runs_one_checked_round_and_describes_the_new_model(tmp_path, blob
     rec = load_model(tmp_path / "m.pt").record
     assert rec["parent"] == "start" and rec["description"].startswith("Fine-tuned from start")
     assert "dev_twin_test_f1" not in rec["metrics"] and rec["self_check"]["steps"] == 2
+    assert rec["self_check"]["scale"] == 1.0  # the start model records no object size
     if not rec["self_check"]["accepted"]:
         assert "WARNING: the new model is not better" in out.err
 
@@ -141,6 +142,8 @@ def test_colour_images_work_end_to_end_in_the_cli(tmp_path, blobs, tiny_net, cap
     (["--anchor-weight", "nan"], "--anchor-weight must be a finite number"),
     (["--tile", "-5"], "--tile must be between"),
     (["--holdout", "1.5"], "holdout must be in [0, 1)"),
+    (["--scale", "big"], "scale must be 'auto', 'keep' or a number"),
+    (["--scale", "50"], "scale must be in [0.1, 10]"),
 ])
 def test_train_refuses_nonsense_before_any_work(tmp_path, blobs, tiny_net, capsys, flags, message):
     img, lab = blobs

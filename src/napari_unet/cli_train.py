@@ -150,9 +150,11 @@ def cmd_train(a: argparse.Namespace) -> int:
         torch.manual_seed(a.seed)
         model = UNet(**DEFAULT_ARCHITECTURE)
         model.record["name"] = "new network"
+    from .training.scale import ScaleConfig
+
     cfg = RoundConfig(polarity=a.polarity if a.model else "keep",
                       start="scratch" if a.from_scratch else "parent",
-                      holdout=a.holdout)
+                      holdout=a.holdout, scale=ScaleConfig(mode=a.scale))
     t = cfg.train
     t.steps, t.device, t.seed, t.checkpoint_path = a.steps or 0, a.device, a.seed, a.checkpoint
     t.ignore_label, t.expand_labels, t.anchor_weight = (a.ignore_label, a.expand_labels,
@@ -222,6 +224,10 @@ def add_train_parser(sub: Any, output_flags: Callable[[argparse.ArgumentParser],
     s.add_argument("--polarity", default="auto", choices=["auto", "keep", "invert"],
                    help="auto: invert the input when the corrections show dark objects on a "
                         "bright background to a model trained the other way round")
+    s.add_argument("--scale", default="auto",
+                   help="auto: resample the input when the corrected objects' size differs "
+                        "from the size the model learned; keep; or a factor (0.5: objects "
+                        "twice as large as the model's)")
     s.add_argument("--holdout", type=float, default=0.25,
                    help="area fraction of each corrected slice held back for the self-check")
     s.add_argument("--channel-axis", type=int, default=None,

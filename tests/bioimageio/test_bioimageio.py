@@ -110,13 +110,14 @@ def test_finetuned_version_round_trip_and_bioimageio_test(tmp_path, blobs, offli
 
     model = _tiny_finetuned(blobs)
     model.config.normalization["invert"] = True  # the polarity step is exported too
+    model.config.input_scale = 0.8  # and the input scale
     nu.save_model(model, tmp_path / "ft.pt")
     assert main(["export", str(tmp_path / "ft.pt"), "-o", str(tmp_path / "ft.zip"),
                  "--author", "Tester", "--sample", _write_tif(tmp_path, blobs[0])]) == 0
     out = tmp_path / "ft.zip"
     _bioimageio_test(out)
     back = nu.load_model(out)
-    assert isinstance(back, UNet)
+    assert isinstance(back, UNet) and back.config.input_scale == 0.8
     assert back.record["parent"] == "tiny-parent" and back.record["history"]
     image = blobs[0]
     original = nu.predict(nu.load_model(tmp_path / "ft.pt"), image, device="cpu", tta=False)

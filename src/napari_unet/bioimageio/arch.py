@@ -72,6 +72,9 @@ class BioimageioUNet(nn.Module):
         Architecture, as in ``napari_unet.model.UNetConfig``.
     padding : str
         ``"valid"`` (unpadded convolutions) or ``"same"``.
+    input_scale : float
+        The input is resampled (bilinear) by this factor before the network and the class
+        scores back to the input's size (``napari_unet.model.UNetConfig.input_scale``).
 
     Notes
     -----
@@ -80,7 +83,8 @@ class BioimageioUNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, n_classes: int = 2, depth: int = 5,
-                 base_channels: int = 64, padding: str = "valid") -> None:
+                 base_channels: int = 64, padding: str = "valid", input_scale: float = 1.0,
+                 ) -> None:
         super().__init__()
         pad = 0 if padding == "valid" else 1
         widths = [base_channels * 2**i for i in range(depth)]
@@ -94,6 +98,7 @@ class BioimageioUNet(nn.Module):
         self.stride = 2 ** (depth - 1)
         self.halo = _halo(depth, padding)
         self.offset = 0 if padding == "valid" else self.halo
+        self.input_scale = float(input_scale)
 
     def valid_size(self, n: int) -> int:
         """Smallest input length ``>= n`` that the network accepts."""
@@ -132,6 +137,16 @@ class BioimageioUNet(nn.Module):
         return self.head(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores with the input's spatial size (resampling, mirror padding, network, crop)."""
+        s = self.input_scale
+        if abs(s - 1.0) < 0.05:
+            return self.same_size(x)
+        h, w = x.shape[-2], x.shape[-1]
+        size = [max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=s < 1)
+        return F.interpolate(self.same_size(x), size=[h, w], mode="bilinear", align_corners=False)
+
+    def same_size(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores with the input's spatial size (mirror padding, network, crop)."""
         h, w = x.shape[-2], x.shape[-1]
         hh = self.valid_size(h + 2 * self.halo)

@@ -85,9 +85,18 @@ def package_name(text: str) -> str:
 
 
 def input_geometry(model: UNet) -> tuple[int, int]:
-    """``(min, step)`` of the package's input sizes: at least 2 halos plus one stride."""
+    """``(min, step)`` of the package's input sizes: at least 2 halos plus one stride.
+
+    In the input's pixels: a model that resamples its input by ``s`` needs ``1/s`` times more.
+    """
     step = model.stride
-    return -(-(2 * model.halo + step) // step) * step, step
+    need = (2 * model.halo + step) / min(1.0, model.config.input_scale)
+    return -(-int(np.ceil(need)) // step) * step, step
+
+
+def output_halo(model: UNet) -> int:
+    """The network's halo in the input's pixels (its input resampled by ``input_scale``)."""
+    return int(np.ceil(model.halo / model.config.input_scale))
 
 
 def preprocessing(norm: Normalization) -> list[dict[str, Any]]:
@@ -157,7 +166,8 @@ def arch_kwargs(model: UNet) -> dict[str, Any]:
     """Keyword arguments of :class:`napari_unet.bioimageio.arch.BioimageioUNet` for ``model``."""
     c = model.config
     return {"in_channels": c.in_channels, "n_classes": c.n_classes, "depth": c.depth,
-            "base_channels": c.base_channels, "padding": c.padding}
+            "base_channels": c.base_channels, "padding": c.padding,
+            "input_scale": c.input_scale}
 
 
 def build_network(model: UNet) -> torch.nn.Module:
@@ -202,10 +212,10 @@ def _readme(model: UNet, name: str, info: dict[str, Any]) -> str:
              "U-Net (Ronneberger et al. 2015) with unpadded convolutions, exported by napari-unet "
              f"{__version__}: depth {c.depth}, {c.base_channels} base channels, "
              f"{parameter_count(c.in_channels, c.n_classes, c.depth, c.base_channels):,} "
-             f"parameters; classes {', '.join(c.class_names)}; halo {model.halo} px.", "",
+             f"parameters; classes {', '.join(c.class_names)}; halo {output_halo(model)} px.", "",
              "## Use", "", "Input: one image (batch, channel, y, x), any intensity range; "
              "`scale_range` maps the model's percentiles to 0 and 1. Output: per-class softmax "
-             f"probabilities with the input's size; the outer {model.halo} px rely on mirrored "
+             f"probabilities with the input's size; the outer {output_halo(model)} px rely on mirrored "
              "context (declared as the output halo, cropped in blockwise prediction).",
              "In napari-unet, `napari-unet predict --model THIS.zip` or the Segment dock's "
              "\"load model…\" reads the package back as a model that can be fine-tuned again, "
@@ -238,7 +248,7 @@ def _rdf(model: UNet, name: str, description: str, authors: list[str], license: 
     if len(set(classes)) != len(classes):
         classes = [f"class{i}" for i in range(len(classes))]
     space_in = [{"type": "space", "id": a, "size": {"min": lo, "step": step}} for a in "yx"]
-    space_out = [{"type": "space", "id": a, "halo": model.halo,
+    space_out = [{"type": "space", "id": a, "halo": output_halo(model),
                   "size": {"tensor_id": "input", "axis_id": a}} for a in "yx"]
     from ..inference.postprocess import postprocess_settings
 

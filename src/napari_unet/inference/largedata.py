@@ -25,6 +25,7 @@ from ..model import UNet
 from ..normalize import Normalization
 from ..outputs import atomic_output, check_output, fsync_file, is_zarr_path
 from .predict_config import PredictConfig
+from .rescale import input_scale
 
 #: Arrays with more elements than this go through the lazy dask path in the CLI.
 LARGE_ELEMENTS = 2**28
@@ -118,7 +119,8 @@ def predict_dask(
         raise ValueError(f"expected (Y, X) or (Z, Y, X), got shape {arr.shape}")
     stride = model.stride
     edge = max(stride, ((chunks or 2048) // stride) * stride)
-    depth = -(-model.halo // stride) * stride
+    halo = int(np.ceil(model.halo / min(1.0, input_scale(model))))  # in the input's pixels
+    depth = -(-halo // stride) * stride
     spatial = tuple(_axis_chunks(n, edge, depth) for n in arr.shape[-2:])
     arr = arr.rechunk(((1,) * arr.shape[0],) * (arr.ndim == 3) + spatial)
     if normalize_globally:
