@@ -29,7 +29,7 @@ _API = {
     "labels_from_probabilities": "inference.postprocess",
     "PostprocessConfig": "inference.postprocess",
     "finetune_round": "training.loop", "RoundConfig": "training.loop",
-    "RoundResult": "training.loop",
+    "RoundResult": "training.report",
     "TrainConfig": "training.train", "fine_tune": "training.train",
     "border_weight_map": "training.border_weights",
     "border_distances": "training.border_weights",

@@ -232,7 +232,7 @@ def test_a_refined_version_takes_the_threshold_that_reproduces_the_parent_elsewh
 
 
 def test_a_tie_on_the_held_back_blocks_is_reported_as_a_tie():
-    from napari_unet.training.loop import RoundReport
+    from napari_unet.training.report import RoundReport
 
     rep = RoundReport(metric="F1", parent_score=1.0, new_score=1.0, accepted=True,
                       held_back=True, inverted=False, anchored=0, steps=1, seconds=1.0,

@@ -71,3 +71,17 @@ def test_a_round_on_larger_objects_trains_at_the_measured_scale():
     kept = run(finetune_round(parent, img, lab, RoundConfig(train=cfg.train, polarity="keep",
                                                             scale=ScaleConfig(mode="keep"))))
     assert not kept.report.rescaled and kept.model.config.input_scale == 1.0
+
+
+def test_the_round_prefers_the_measured_scale_then_halfway_then_its_own():
+    from napari_unet.training.scale import candidate_scales, pick_scale
+
+    assert candidate_scales(2.0, 1.0) == [2.0, 1.4, 1.0]
+    assert candidate_scales(0.5, 0.5) == [0.5]
+    cfg = ScaleConfig()
+    # F1: higher is better; ties (within 0.05) go to the earlier candidate
+    assert pick_scale([(2.0, 0.60), (1.4, 0.62), (1.0, 0.50)], False, cfg) == 2.0
+    assert pick_scale([(2.0, 0.50), (1.4, 0.62), (1.0, 0.60)], False, cfg) == 1.4
+    assert pick_scale([(2.0, 0.40), (1.4, 0.45), (1.0, 0.60)], False, cfg) == 1.0
+    # adapted Rand error: lower is better
+    assert pick_scale([(2.0, 0.063), (1.4, 0.047), (1.0, 0.172)], True, cfg) == 1.4

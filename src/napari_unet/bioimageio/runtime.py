@@ -162,7 +162,8 @@ class BioimageioModel:
         """
         from .. import devices
         from ..inference.inputs import as_image_view
-        from ..inference.predict import PredictionResult, Progress, softmax_entropy
+        from ..inference.predict import PredictionResult, Progress
+        from ..inference.tta import softmax_entropy
 
         view = as_image_view(image, self.in_channels, channel_axis)
         zs = view.check_slices(slices)

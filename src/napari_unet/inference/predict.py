@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Generator, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,15 +24,12 @@ from .inputs import ImageView, as_image_view
 from .predict_config import PredictConfig
 from .rescale import at_scale, input_scale, is_unit, resample, scaled_shape
 from .tiling import AxisPlan, choose_tile, crop_offset, memory_per_tile, pad_image, plan_axis
+from .tta import DIHEDRAL, forward_tta, softmax_entropy
 
 CPU_BUDGET = 3 * 2**30
 CPU_MAX_TILE = 860  # beyond ~800 px, tiles fall out of cache: 4x4 700-px tiles beat 3x3 876-px ones
 # on a 2048² image by 7-10 % (fp32, 2 cores; benchmarks/bench_predict.py)
 GPU_BUDGET_FRACTION = 0.5
-
-# the 8 dihedral transforms as (k rot90, flip) pairs, applied to the last two axes
-DIHEDRAL = [(k, f) for f in (False, True) for k in range(4)]
-
 
 @dataclass
 class Progress:
@@ -70,39 +66,6 @@ class PredictionResult:
     slices: list[int]
     device: str
     precision: str = "fp32"
-
-
-def _forward_tta(
-    model: UNet, x: torch.Tensor, tta: bool, pool: Executor | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Softmax of ``model(x)``, averaged over the dihedral group when ``tta``; also its spread.
-
-    With ``pool``, the 8 transforms run side by side (summed in the same order either way).
-    """
-    if not tta:
-        return torch.softmax(model(x).float(), dim=1), None
-
-    def one(transform: tuple[int, bool]) -> torch.Tensor:
-        k, flip = transform
-        t = torch.flip(x, dims=(-1,)) if flip else x
-        t = torch.rot90(t, k, dims=(-2, -1))
-        with torch.inference_mode():
-            p = torch.softmax(model(t.contiguous(memory_format=torch.channels_last)).float(), dim=1)
-        p = torch.rot90(p, -k, dims=(-2, -1))
-        return torch.flip(p, dims=(-1,)) if flip else p
-
-    acc, acc2 = None, None
-    for p in (pool.map(one, DIHEDRAL) if pool is not None else map(one, DIHEDRAL)):
-        acc = p if acc is None else acc + p
-        acc2 = p * p if acc2 is None else acc2 + p * p
-    mean = acc / len(DIHEDRAL)
-    var = (acc2 / len(DIHEDRAL) - mean * mean).clamp_min(0)
-    return mean, var.sqrt()[:, -1]
-
-
-def softmax_entropy(p: np.ndarray) -> np.ndarray:
-    """Softmax entropy over axis 0, in nats."""
-    return -(p * np.log(np.clip(p, 1e-8, 1.0))).sum(axis=0).astype(np.float32)
 
 
 def _tile_batches(plans: tuple[AxisPlan, AxisPlan], batch: int) -> list[list[tuple[int, int]]]:
@@ -151,7 +114,7 @@ def predict_slice_iter(
         if device.type == "cpu" and dtype is not None:
             x = x.to(dtype)
         with torch.inference_mode(), devices.autocast(device, dtype is not None, dtype):
-            p, s = _forward_tta(model, x, tta, tta_pool)
+            p, s = forward_tta(model, x, tta, tta_pool)
         return p.cpu().numpy(), (s.cpu().numpy() if s is not None else None)
 
     # CPU: tiles side by side, one core each; a single tile with TTA: its 8 transforms

@@ -28,21 +28,27 @@ Yields ``str`` stage messages and :class:`~napari_unet.training.train.TrainEvent
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .. import __version__
 from ..inference.postprocess import postprocess_settings
 from ..inference.rescale import input_scale, object_diameter
 from ..model import UNet
 from .anchoring import Anchors, anchor_predictions, prepare_anchors
 from .pairs import corrected_pairs
-from .scale import ScaleConfig, keep_parent_scale, measured_scale, to_scale, with_scale
+from .report import RoundReport, RoundResult, describe_version
+from .scale import (
+    ScaleConfig,
+    candidate_scales,
+    measured_scale,
+    pick_scale,
+    to_scale,
+    with_scale,
+)
 from .selfcheck import (
     CheckResult,
     anchor_agreement,
@@ -134,58 +140,6 @@ class RoundConfig:
             return int(self.train.steps)
         k = sum(max(1.0, n / 2**18) for n in slice_sizes)
         return int(min(self.steps_max, self.steps_base + self.steps_per_slice * k))
-
-
-@dataclass
-class RoundReport:
-    """What a round did and how the new version compares with its parent."""
-
-    metric: str  # "F1" (higher is better) or "adapted Rand error" (lower is better)
-    parent_score: float
-    new_score: float
-    accepted: bool
-    held_back: bool
-    inverted: bool
-    anchored: int
-    steps: int
-    seconds: float
-    n_slices: int
-    loss_first: float
-    loss_last: float
-    postprocess: dict[str, Any]
-    regime: str = "adapt"  # "refine": the parent already segments the corrections well
-    by_pixels: bool = False  # the scores tied within the margin; the pixels decided
-    scale: float = 1.0  # the new version's input scale
-    object_diameter: float | None = None  # median object diameter in the corrections (px)
-    rescaled: bool = False  # the round changed the input scale
-
-    def summary(self) -> str:
-        """One line for the dock's status and the CLI, e.g. "F1 0.41 -> 0.83"."""
-        where = "held-back parts of your corrections" if self.held_back else \
-            "your corrections (trained on; no part held back)"
-        verdict = "better" if self.accepted else "NOT better: keep the parent"
-        if self.by_pixels:
-            verdict += (": a tie, decided by the pixels" if self.accepted else
-                        ": a tie, and the pixels did not favour it")
-        extra = "; input inverted (dark objects on bright)" if self.inverted else ""
-        if self.rescaled:
-            extra += (f"; input resampled x{self.scale:g} (your objects ~"
-                      f"{self.object_diameter or 0:.0f} px)")
-        return (f"on {where}: {self.metric} {self.parent_score:.3f} -> {self.new_score:.3f} "
-                f"({verdict}){extra}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-type dict for the model record."""
-        return asdict(self)
-
-
-@dataclass
-class RoundResult:
-    """The new version, whether it beat its parent, and the report."""
-
-    model: UNet
-    accepted: bool
-    report: RoundReport
 
 
 def _new_start(parent: UNet, cfg: RoundConfig) -> UNet:
@@ -293,7 +247,7 @@ def finetune_round(
         postprocess=check.new_postprocess, regime="refine" if good else "adapt",
         by_pixels=check.by_pixels, scale=input_scale(model),
         object_diameter=object_diameter(labs), rescaled=rescaled)
-    _describe(model, parent, report, zs, name, cfg.start)
+    describe_version(model, parent, report, zs, name, cfg.start)
     return RoundResult(model, check.better, report)
 
 
@@ -322,21 +276,24 @@ def _pick_scale(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np
     """``model`` at the input scale the corrections' object size calls for, if any.
 
     When fine-tuning with ``scale.mode == "auto"``, the parent predicts the corrected slices
-    at the measured scale too, and keeps its own if it is clearly better there.
+    at each candidate scale (:func:`~napari_unet.training.scale.candidate_scales`) and the
+    first within the margin of the best is taken.
     """
     scale = measured_scale(model, labs, cfg.scale)
     if scale is None:
         return model, probs, False
-    scaled = with_scale(model, scale)
     if cfg.start != "parent" or cfg.scale.mode != "auto":
-        return scaled, probs, True
-    yield f"checking the model at input scale {scale:g} (objects of {object_diameter(labs):.0f} px)"
-    scaled_probs = yield from predict_slices(scaled, imgs, cfg.train.device)
-    if keep_parent_scale(parent_quality(model, probs, labs),
-                         parent_quality(scaled, scaled_probs, labs),
-                         postprocess_settings(parent)["fill"], cfg.scale):
+        return with_scale(model, scale), probs, True
+    current = input_scale(model)
+    scored, all_probs = [(current, parent_quality(model, probs, labs))], {current: probs}
+    for s in candidate_scales(scale, current)[:-1]:
+        yield f"checking the model at input scale {s:g} (objects of {object_diameter(labs):.0f} px)"
+        all_probs[s] = yield from predict_slices(with_scale(model, s), imgs, cfg.train.device)
+        scored.insert(-1, (s, parent_quality(model, all_probs[s], labs)))
+    chosen = pick_scale(scored, postprocess_settings(parent)["fill"], cfg.scale)
+    if chosen == current:
         return model, probs, False
-    return scaled, scaled_probs, True
+    return with_scale(model, chosen), all_probs[chosen], True
 
 
 def _is_good(parent: UNet, quality: float, cfg: RoundConfig) -> bool:
@@ -367,35 +324,3 @@ def _anchor(model: UNet, anchors: Sequence[np.ndarray], device: str,
         prepared.images += one.images
         prepared.probs += one.probs
     return prepared
-
-
-def _describe(model: UNet, parent: UNet, report: RoundReport, zs: list[int],
-              name: str | None, start: str) -> None:
-    """Replace the parent's description, data and scores by the new version's own."""
-    old = parent.record
-    parent_name = old.get("name") or old.get("source")
-    history = list(old.get("history") or []) + [{
-        "parent": parent_name, "slices": zs, "self_check": report.to_dict(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}]
-    keep = {k: old[k] for k in ("predict", "expand_labels", "object_diameter") if k in old}
-    if "object_diameter" not in keep and report.object_diameter:  # in the network's pixels
-        keep["object_diameter"] = round(report.object_diameter * report.scale, 2)
-    model.record = {
-        **keep, **{k: v for k, v in model.record.items()
-                   if k in ("data_shapes", "steps", "final_loss", "train_config", "date",
-                            "package_version", "anchor_slices", "expand_labels")},
-        "name": name or f"{parent_name}-ft",
-        "annotated_slices": list(zs),
-        "parent": parent_name,
-        "description": (f"Fine-tuned from {parent_name} on {report.n_slices} corrected "
-                        f"slice(s) {zs}" + (" (a new network, started from scratch)"
-                                            if start == "scratch" else "")),
-        "data": f"{report.n_slices} corrected slice(s) of the user's data: {zs}",
-        "postprocess": report.postprocess,
-        "self_check": report.to_dict(),
-        "metrics": {"self_check_" + ("f1" if report.metric == "F1" else "adapted_rand"):
-                    report.new_score, "self_check_parent": report.parent_score},
-        "parent_licence": old.get("licence"),
-        "history": history,
-        "package_version": __version__,
-    }

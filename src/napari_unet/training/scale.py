@@ -4,8 +4,8 @@ A model records the median diameter of the objects it learned, in the pixels its
 sees (``record["object_diameter"]``). The corrections give the user's own object size; when
 the two differ by more than :attr:`ScaleConfig.min_ratio`, the new version resamples its
 input by their ratio (:mod:`napari_unet.inference.rescale`), as cellpose does with its
-diameter. The parent then predicts the corrected slices at both scales, and the measured
-scale is dropped only if it is clearly worse there.
+diameter. The parent then predicts the corrected slices at the measured scale, halfway
+and its own (:func:`candidate_scales`); the first within a margin of the best is taken.
 
 The round trains on the corrections resampled to the new scale (:func:`to_scale`); the
 self-check predicts the original slices, each model at its own scale.
@@ -47,8 +47,8 @@ class ScaleConfig:
     limits : tuple of float
         Range of the measured scale.
     margin_f1, margin_rand : float
-        The parent's score on the corrected slices at its own scale must beat its score at
-        the measured scale by more than this to keep its scale.
+        A scale is taken when the parent's score on the corrected slices there is within
+        this of its best score over the candidate scales.
     """
 
     mode: str = "auto"
@@ -96,16 +96,27 @@ def with_scale(model: Any, scale: float) -> Any:
     return out
 
 
-def keep_parent_scale(quality_parent: float, quality_scaled: float, fill: bool,
-                      cfg: ScaleConfig) -> bool:
-    """Whether the parent is clearly better on the corrections at its own scale.
+def candidate_scales(measured: float, current: float) -> list[float]:
+    """The scales a round tries, in order of preference: measured, halfway (geometric), current.
 
-    ``quality_*`` are F1 (higher is better) or, when ``fill`` (cells filling the image),
-    adapted Rand errors (lower is better).
+    Upsampling cannot restore detail the images lack (EM cells at half the pixel size: the
+    parent's error at the test crops was 0.047 at x1.4 and 0.063 at the measured x2.1), so
+    the halfway scale is asked too.
     """
-    if fill:
-        return quality_parent < quality_scaled - cfg.margin_rand
-    return quality_parent > quality_scaled + cfg.margin_f1
+    mid = float(f"{math.sqrt(measured * current):.2g}")
+    return list(dict.fromkeys([measured, mid, current]))
+
+
+def pick_scale(scored: Sequence[tuple[float, float]], fill: bool, cfg: ScaleConfig) -> float:
+    """The first ``(scale, quality)`` within the margin of the best, in the given order.
+
+    ``quality`` is the parent's F1 on the corrected slices (higher is better) or, when
+    ``fill`` (cells filling the image), its adapted Rand error (lower is better).
+    """
+    sign = -1.0 if fill else 1.0
+    best = max(sign * q for _, q in scored)
+    margin = cfg.margin_rand if fill else cfg.margin_f1
+    return next(scale for scale, q in scored if sign * q >= best - margin)
 
 
 def to_scale(scale: float, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
