@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="fine-tuning steps")
     args = parser.parse_args(argv)
 
-    from napari_unet._qt.display import virtual_display
+    from napari_unet._display import virtual_display
 
     with (virtual_display(f"{WINDOW[0]}x{WINDOW[1]}x24"),
           tempfile.TemporaryDirectory(prefix="napari-unet-shots-") as tmp):

@@ -71,7 +71,7 @@ def settle(seconds: float = 1.0) -> None:
 def headless(args: argparse.Namespace) -> int:
     import tempfile
 
-    from napari_unet._qt.display import virtual_display
+    from napari_unet._display import virtual_display
 
     with (virtual_display(f"{WINDOW[0]}x{WINDOW[1]}x24", force=args.headless),
           tempfile.TemporaryDirectory(prefix="napari-unet-demo-") as tmp):

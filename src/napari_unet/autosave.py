@@ -179,10 +179,15 @@ def _collect(path: Path) -> None:
 
 def _save_npz(target: Path, **arrays: np.ndarray) -> None:
     with atomic_output(target, directory=False) as tmp:  # the one atomic writer
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_npz(tmp, arrays)
+
+
+def _write_npz(tmp: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as a compressed ``.npz`` to ``tmp`` and fsync it."""
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_autosave(path: str | Path, labels: np.ndarray, corrected: list[int],
@@ -213,29 +218,12 @@ def write_autosave(path: str | Path, labels: np.ndarray, corrected: list[int],
     arrays: dict[str, np.ndarray] = {"corrected": np.asarray(sorted(corrected), np.int64)}
     try:
         if labels.ndim >= 3:
-            with _COMMIT_LOCK:  # what the last save lists, protected from collection
-                files = _listed(path)
-                same = _same_layout(path, labels)
-                todo = set(range(labels.shape[0])) if dirty is None or not same else (
-                    {int(z) for z in dirty} | (set(range(labels.shape[0])) - set(files)))
-                files = {z: name for z, name in files.items()
-                         if z < labels.shape[0] and z not in todo}
-                files.update({z: _slice_file(z) for z in todo})
-                _IN_FLIGHT[token] = set(files.values())
-            folder = slices_dir(path)
-            folder.mkdir(parents=True, exist_ok=True)
-            for z in sorted(todo):
-                _save_npz(folder / files[z], labels=labels[z])
-            info.update(format=2, slices_dir=folder.name, dtype=labels.dtype.str,
-                        shape=list(labels.shape), slice_files={str(z): files[z] for z in files})
+            info.update(_write_slices(path, labels, dirty, token))
         else:
             arrays["labels"] = labels
         arrays["meta"] = np.asarray(json.dumps(info))
         with atomic_output(path, directory=False) as tmp:  # the list (or 2D file) last
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
+            _write_npz(tmp, arrays)
             _COMMIT_LOCK.acquire()  # held until the rename is done (leaving the block)
             locked = True
             if seq is not None and _COMMITTED.get(key, -1) > seq:
@@ -253,6 +241,45 @@ def write_autosave(path: str | Path, labels: np.ndarray, corrected: list[int],
         if locked:
             _COMMIT_LOCK.release()
     return path
+
+
+def _write_slices(path: Path, labels: np.ndarray, dirty: Iterable[int] | None,
+                  token: int) -> dict[str, Any]:
+    """Write the changed slices of a stack to new slice files; return the list's metadata.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The autosave file (the slice files go to :func:`slices_dir`).
+    labels : numpy.ndarray
+        The ``(Z, Y, X)`` labels.
+    dirty : iterable of int, optional
+        As for :func:`write_autosave`.
+    token : int
+        The write's key in ``_IN_FLIGHT``: the slice files it lists stay uncollected until
+        the caller removes it.
+
+    Returns
+    -------
+    dict
+        ``format``, ``slices_dir``, ``dtype``, ``shape`` and ``slice_files`` (slice -> file)
+        for the file's ``meta``.
+    """
+    with _COMMIT_LOCK:  # what the last save lists, protected from collection
+        files = _listed(path)
+        same = _same_layout(path, labels)
+        todo = set(range(labels.shape[0])) if dirty is None or not same else (
+            {int(z) for z in dirty} | (set(range(labels.shape[0])) - set(files)))
+        files = {z: name for z, name in files.items()
+                 if z < labels.shape[0] and z not in todo}
+        files.update({z: _slice_file(z) for z in todo})
+        _IN_FLIGHT[token] = set(files.values())
+    folder = slices_dir(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for z in sorted(todo):
+        _save_npz(folder / files[z], labels=labels[z])
+    return dict(format=2, slices_dir=folder.name, dtype=labels.dtype.str,
+                shape=list(labels.shape), slice_files={str(z): files[z] for z in files})
 
 
 def _same_layout(path: Path, labels: np.ndarray) -> bool:

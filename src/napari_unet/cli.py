@@ -167,7 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true",
                    help="show the full traceback of an error (also after the subcommand)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_predict_parser(sub)
+    _add_weights_parser(sub)
+    add_train_parser(sub, _output_flags)
+    add_export_parser(sub, _output_flags)
+    _add_models_parser(sub)
+    _add_evaluate_parser(sub)
+    return p
 
+
+def _add_predict_parser(sub: Any) -> None:
+    """The ``predict`` subcommand: segment an image or stack.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The subcommands of :func:`build_parser`.
+    """
     s = sub.add_parser("predict", help="segment an image or stack (TIFF or zarr)")
     s.add_argument("input")
     s.add_argument("-o", "--output", required=True, help="labels file (.tif or .zarr)")
@@ -183,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: bf16 on GPUs and on CPUs with AMX units, else fp32")
     s.add_argument("--probabilities", help="also write per-class probabilities here")
     s.add_argument("--slices", help="only these slices of a stack, e.g. 3,4")
+    _postprocess_flags(s)
+    s.add_argument("--channel-axis", type=int, default=None,
+                   help="axis holding colour channels (RGB is found by itself)")
+    s.add_argument("--channel", default="auto",
+                   help="auto (gray for 1-channel models), gray, or a channel index")
+    s.set_defaults(func=_cmd_predict)
+
+
+def _postprocess_flags(s: argparse.ArgumentParser) -> None:
+    """``predict``'s post-processing flags, named as the settings (None: the model's)."""
     s.add_argument("--threshold", type=_probability, default=None,
                    help="foreground threshold (default: the model's tuned value, else 0.5)")
     s.add_argument("--watershed", action=argparse.BooleanOptionalAction, default=None,
@@ -194,12 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fill", action=argparse.BooleanOptionalAction, default=None,
                    help="grow objects over all background, a partition as for EM cells "
                         "(default: the model's setting)")
-    s.add_argument("--channel-axis", type=int, default=None,
-                   help="axis holding colour channels (RGB is found by itself)")
-    s.add_argument("--channel", default="auto",
-                   help="auto (gray for 1-channel models), gray, or a channel index")
-    s.set_defaults(func=_cmd_predict)
 
+
+def _add_weights_parser(sub: Any) -> None:
+    """The ``weights`` subcommand: the border weight map (Eq. 2) of a label image."""
     s = sub.add_parser("weights", help="border weight map (Eq. 2) of a label image")
     s.add_argument("labels")
     s.add_argument("-o", "--output", required=True)
@@ -211,20 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-class-balance", action="store_true")
     s.set_defaults(func=_cmd_weights)
 
-    add_train_parser(sub, _output_flags)
-    add_export_parser(sub, _output_flags)
 
+def _add_models_parser(sub: Any) -> None:
+    """The ``models`` subcommand: list the built-in models."""
     s = sub.add_parser("models", help="list the built-in models")
     _output_flags(s, overwrite=False)
     s.set_defaults(func=_cmd_models)
 
+
+def _add_evaluate_parser(sub: Any) -> None:
+    """The ``evaluate`` subcommand: score a prediction against ground truth."""
     s = sub.add_parser("evaluate", help="score a prediction against ground truth (JSON)")
     s.add_argument("--truth", required=True)
     s.add_argument("--pred", required=True)
     s.add_argument("--kind", default="nuclei", choices=["nuclei", "em"])
     _output_flags(s, overwrite=False)
     s.set_defaults(func=_cmd_evaluate)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

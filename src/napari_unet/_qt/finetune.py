@@ -10,18 +10,16 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QWidget,
 )
 
 from ..training.finetune_jobs import finetune_iter, finetune_pairs_iter
+from .controls import check_box, spin_box
 from .correct import CorrectionPanel
 from .dialogs import ask_train_unmarked
 from .finetune_after import AfterTrainingMixin
@@ -75,60 +73,63 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
             lambda s: ask_train_unmarked(self, s)
         self._training_labels: Any = None
 
-        self.image_combo = LayerCombo(napari_viewer, Image, self)
-        self.labels_combo = LayerCombo(napari_viewer, Labels, self, prefer=prefer_labels(
-            napari_viewer, self._segment_labels_name))
-        self.slice_list = SliceList(self)
-        self.detect_button = QPushButton("Detect annotated slices", self)
-        self.pairs = PairList(napari_viewer, self.session, lambda: (
-            self.image_combo.layer(), self.labels_combo.layer()), self)
-        self.correction = CorrectionPanel(napari_viewer, self.labels_combo.layer,
-                                          self.image_combo.layer, self)
-        self.steps_spin = QSpinBox(self)
-        self.steps_spin.setRange(0, 100000)
-        self.steps_spin.setSpecialValueText("auto")
-        self.steps_spin.setToolTip("auto: scaled to the amount of corrected data")
-        self.steps_spin.setValue(defaults.steps)
-        self.lr_spin = QDoubleSpinBox(self)
-        self.lr_spin.setDecimals(6)
-        self.lr_spin.setRange(1e-6, 1.0)
-        self.lr_spin.setSingleStep(1e-4)
-        self.lr_spin.setValue(defaults.lr)
-        self.tile_spin = QSpinBox(self)
-        self.tile_spin.setRange(16, 2048)
-        self.tile_spin.setSingleStep(16)
-        self.tile_spin.setValue(defaults.tile)
-        self.tile_spin.setSuffix(" px")
-        self.device_combo = QComboBox(self)
-        self.device_combo.addItems(DEVICES)
-        self.augment_check = QCheckBox("augmentation", self)
-        self.augment_check.setToolTip("Elastic deformation, flips, rotations, intensity")
-        self.augment_check.setChecked(True)
-        self.preview_button = QPushButton("Preview", self)
-        self.preview_button.setToolTip("Add one augmented sample of the current slice as layers")
-        self.anchor_check = QCheckBox("keep uncorrected slices (anchor)", self)
-        self.anchor_check.setToolTip("Stacks: keep the model's predictions on three uncorrected "
-                                     "slices while it learns the corrections")
-        self.anchor_check.setChecked(defaults.anchor_weight > 0)
-        self.scratch_check = QCheckBox("start from scratch", self)
-        self.scratch_check.setToolTip("Train a new network of the current model's shape: for "
-                                      "data far from every starter model")
-        self.predict_after_check = QCheckBox("segment current slice afterwards", self)
-        self.predict_after_check.setChecked(True)
-        self.start_button = QPushButton("Start", self)
-        self.stop_button = QPushButton("Stop", self)
-        self.stop_button.setEnabled(False)
-        self.progress = QProgressBar(self)
-        self.plot = LossPlot(self)
-        self.plot.set_theme(str(napari_viewer.theme))
-        self.status = status_label(self)
+        self._make_controls(defaults)
         self._throttle = Throttle(self._show_step, parent=self)
         self.versions = VersionsPanel(self)
         self._watched: Labels | None = None
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setSingleShot(True)
         self.refresh_timer.setInterval(500)
+        self._lay_out()
+        self._pair_labels()
+        self._on_layers_chosen()
+        self._add_callbacks()
 
+    def _make_controls(self, defaults: Any) -> None:
+        """Create the dock's controls (their order is the default Tab order).
+
+        ``defaults`` is the round's default :class:`~napari_unet.training.train.TrainConfig`.
+        """
+        viewer = self.viewer
+        self.image_combo = LayerCombo(viewer, Image, self)
+        self.labels_combo = LayerCombo(viewer, Labels, self, prefer=prefer_labels(
+            viewer, self._segment_labels_name))
+        self.slice_list = SliceList(self)
+        self.detect_button = QPushButton("Detect annotated slices", self)
+        self.pairs = PairList(viewer, self.session, lambda: (
+            self.image_combo.layer(), self.labels_combo.layer()), self)
+        self.correction = CorrectionPanel(viewer, self.labels_combo.layer,
+                                          self.image_combo.layer, self)
+        self.steps_spin = spin_box(self, 0, 100000, special="auto", value=defaults.steps,
+                                   tip="auto: scaled to the amount of corrected data")
+        self.lr_spin = spin_box(self, 1e-6, 1.0, double=True, decimals=6, step=1e-4,
+                                value=defaults.lr)
+        self.tile_spin = spin_box(self, 16, 2048, step=16, value=defaults.tile, suffix=" px")
+        self.device_combo = QComboBox(self)
+        self.device_combo.addItems(DEVICES)
+        self.augment_check = check_box("augmentation", self, checked=True,
+                                       tip="Elastic deformation, flips, rotations, intensity")
+        self.preview_button = QPushButton("Preview", self)
+        self.preview_button.setToolTip("Add one augmented sample of the current slice as layers")
+        self.anchor_check = check_box(
+            "keep uncorrected slices (anchor)", self, checked=defaults.anchor_weight > 0,
+            tip="Stacks: keep the model's predictions on three uncorrected slices while it "
+                "learns the corrections")
+        self.scratch_check = check_box("start from scratch", self, tip="Train a new network "
+                                       "of the current model's shape: for data far from every "
+                                       "starter model")
+        self.predict_after_check = check_box("segment current slice afterwards", self,
+                                             checked=True)
+        self.start_button = QPushButton("Start", self)
+        self.stop_button = QPushButton("Stop", self)
+        self.stop_button.setEnabled(False)
+        self.progress = QProgressBar(self)
+        self.plot = LossPlot(self)
+        self.plot.set_theme(str(viewer.theme))
+        self.status = status_label(self)
+
+    def _lay_out(self) -> None:
+        """Put the controls into the scrollable body."""
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("labels", self.labels_combo)
@@ -161,10 +162,6 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         layout.addWidget(self.versions)
         layout.addStretch(1)
         fit_width(self)
-
-        self._pair_labels()
-        self._on_layers_chosen()
-        self._add_callbacks()
 
     def _add_callbacks(self) -> None:
         self.image_combo.currentTextChanged.connect(self._on_image_chosen)

@@ -143,8 +143,52 @@ def start_job(
     """
     state: dict[str, Any] = {"factory": factory}
     worker = thread_worker(_guarded, start_thread=False)(state)
-    alive = [True]  # False once the dock is gone: its callbacks must not run then
     app = QApplication.instance()
+    worker.activity = bar = _activity_bar(activity, worker)
+    hooks = _Hooks(on_yield, on_return, on_finish, on_error, what)
+    stop, yielded, returned, finished = _job_slots(worker, state, owner, app, bar, hooks)
+    track_worker(worker)
+    worker.yielded.connect(yielded)
+    worker.returned.connect(returned)
+    worker.finished.connect(finished)
+    owner.destroyed.connect(stop)
+    if app is not None:
+        app.aboutToQuit.connect(stop)
+    # Start from the event loop: whoever gets the worker back can connect to its signals
+    # first (no result is ever emitted before a caller could listen).
+    QTimer.singleShot(0, worker.start)
+    return worker
+
+
+def _activity_bar(activity: str | None, worker: GeneratorWorker) -> Any:
+    """A bar in napari's activity dock whose Cancel quits ``worker`` (None without ``activity``)."""
+    if activity is None:
+        return None
+    from .activity import ActivityBar
+
+    return ActivityBar(activity, worker.quit)
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    """The dock's callbacks of one job (see :func:`start_job`)."""
+
+    on_yield: Callable[[Any], None] | None
+    on_return: Callable[[Any], None] | None
+    on_finish: Callable[[], None] | None
+    on_error: Callable[[str], None] | None
+    what: str
+
+
+def _job_slots(worker: GeneratorWorker, state: dict[str, Any], owner: QWidget, app: Any,
+               bar: Any, hooks: _Hooks) -> tuple[Callable[..., None], ...]:
+    """The slots :func:`start_job` connects: ``(stop, yielded, returned, finished)``.
+
+    ``stop`` (the dock destroyed, or the application quitting) quits the worker and silences
+    the dock's callbacks; ``finished`` closes the activity bar ``bar``, releases a cancelled
+    core generator, disconnects ``stop`` and calls ``hooks.on_finish``.
+    """
+    alive = [True]  # False once the dock is gone: its callbacks must not run then
 
     def _stop(*_: Any) -> None:
         alive[0] = False
@@ -154,19 +198,19 @@ def start_job(
             pass
 
     def _yielded(value: Any) -> None:
-        if alive[0] and on_yield is not None:
-            on_yield(value)
+        if alive[0] and hooks.on_yield is not None:
+            hooks.on_yield(value)
 
     def _returned(value: Any) -> None:
         if not alive[0]:
             return
         if isinstance(value, JobFailed):
-            show_error(f"{what}: {value.message}")
-            if on_error is not None:
-                on_error(value.message)
+            show_error(f"{hooks.what}: {value.message}")
+            if hooks.on_error is not None:
+                hooks.on_error(value.message)
             return
-        if on_return is not None:
-            on_return(value)
+        if hooks.on_return is not None:
+            hooks.on_return(value)
 
     def _finished() -> None:
         if bar is not None:
@@ -183,26 +227,10 @@ def start_job(
                 signal.disconnect(_stop)
             except (TypeError, RuntimeError):
                 pass
-        if alive[0] and on_finish is not None:
-            on_finish()
+        if alive[0] and hooks.on_finish is not None:
+            hooks.on_finish()
 
-    bar = None
-    if activity is not None:
-        from .activity import ActivityBar
-
-        bar = ActivityBar(activity, worker.quit)
-    worker.activity = bar
-    track_worker(worker)
-    worker.yielded.connect(_yielded)
-    worker.returned.connect(_returned)
-    worker.finished.connect(_finished)
-    owner.destroyed.connect(_stop)
-    if app is not None:
-        app.aboutToQuit.connect(_stop)
-    # Start from the event loop: whoever gets the worker back can connect to its signals
-    # first (no result is ever emitted before a caller could listen).
-    QTimer.singleShot(0, worker.start)
-    return worker
+    return _stop, _yielded, _returned, _finished
 
 
 def connect_event(owner: QObject, emitter: Any, callback: Callable) -> None:

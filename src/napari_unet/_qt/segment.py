@@ -11,20 +11,19 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QWidget,
 )
 
 from ..inference.postprocess import PostprocessConfig
 from ..inference.predict_config import PredictConfig
 from ..inference.segment_job import SegmentOutput, SegmentRequest, next_slice_to_correct, segment_iter
+from .controls import check_box, spin_box
 from .dialogs import ask_overwrite
 from .jobs import start_job
 from .layers import LayerCombo, current_slice, go_to_slice, image_channel_axis
@@ -73,34 +72,39 @@ class SegmentWidget(QWidget):
         self.last_output: SegmentOutput | None = None
         self.confirm_overwrite: Callable[[Sequence[int]], bool] = lambda s: ask_overwrite(self, s)
 
-        self.image_combo = LayerCombo(napari_viewer, Image, self)
+        self._make_controls()
+        self._note = ""
+        self._throttle = Throttle(self._on_progress, parent=self)
+        self.mark_follower = MarkFollower(self)
+        self._lay_out()
+        self._fill_models()
+        self._show_device()
+        self._update_scope()
+        self._add_callbacks()
+
+    def _make_controls(self) -> None:
+        """Create the dock's controls (their order is the default Tab order)."""
+        self.image_combo = LayerCombo(self.viewer, Image, self)
         self.model_combo = QComboBox(self)
         self.device_combo = QComboBox(self)
         self.device_combo.addItems(DEVICES)
         self.device_label = QLabel(self)
         self.scope_combo = QComboBox(self)
         self.scope_combo.addItems(SCOPES)
-        self.tta_check = QCheckBox("test-time augmentation", self)
-        self.tta_check.setToolTip("Average over the 8 flips/rotations (slower, often better)")
+        self.tta_check = check_box("test-time augmentation", self, tip="Average over the 8 "
+                                   "flips/rotations (slower, often better)")
         self.prob_check = QCheckBox("probability", self)
-        self.unc_check = QCheckBox("uncertainty", self)
-        self.unc_check.setChecked(True)
-        self.unc_check.setToolTip("Softmax entropy, or the spread across TTA transforms")
-        self.threshold_spin = QDoubleSpinBox(self)
-        self.threshold_spin.setRange(0.01, 0.99)
-        self.threshold_spin.setSingleStep(0.05)
-        self.threshold_spin.setValue(0.5)
-        self.seed_spin = QDoubleSpinBox(self)
-        self.seed_spin.setRange(0.0, 0.99)
-        self.seed_spin.setSingleStep(0.05)
-        self.seed_spin.setSpecialValueText("off")
-        self.seed_spin.setToolTip("Split objects that hold several cores above this probability")
+        self.unc_check = check_box("uncertainty", self, checked=True,
+                                   tip="Softmax entropy, or the spread across TTA transforms")
+        self.threshold_spin = spin_box(self, 0.01, 0.99, double=True, step=0.05, value=0.5)
+        self.seed_spin = spin_box(self, 0.0, 0.99, double=True, step=0.05, special="off",
+                                  tip="Split objects that hold several cores above this "
+                                      "probability")
         self.watershed_check = QCheckBox("watershed (grow over borders)", self)
-        self.fill_check = QCheckBox("fill (cells tile the image, e.g. EM)", self)
-        self.fill_check.setToolTip("Grow the objects over all background: every pixel gets a label "
-                                   "but a one-pixel line between neighbours")
-        self.min_size_spin = QSpinBox(self)
-        self.min_size_spin.setRange(0, 100000)
+        self.fill_check = check_box("fill (cells tile the image, e.g. EM)", self,
+                                    tip="Grow the objects over all background: every pixel "
+                                        "gets a label but a one-pixel line between neighbours")
+        self.min_size_spin = spin_box(self, 0, 100000)
         self.run_button = QPushButton("Segment", self)
         self.cancel_button = QPushButton("Cancel", self)
         self.cancel_button.setEnabled(False)
@@ -112,10 +116,9 @@ class SegmentWidget(QWidget):
                                   "models", self)
         self.color_label.setWordWrap(True)
         self.color_label.setVisible(False)
-        self._note = ""
-        self._throttle = Throttle(self._on_progress, parent=self)
-        self.mark_follower = MarkFollower(self)
 
+    def _lay_out(self) -> None:
+        """Put the controls into the scrollable body."""
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("", self.color_label)
@@ -146,11 +149,6 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         fit_width(self)
-
-        self._fill_models()
-        self._show_device()
-        self._update_scope()
-        self._add_callbacks()
 
     def _add_callbacks(self) -> None:
         self.run_button.clicked.connect(self.run)

@@ -146,8 +146,6 @@ def apply_segmentation(
     napari.layers.Labels or None
         The labels layer (None when every slice went to the preview or was kept).
     """
-    from .layer_writes import write_image_slices
-
     aside = [z for z in out.slices if z in set(preview) and z not in set(keep)]
     written = [z for z in out.slices if z not in set(keep) and z not in set(aside)]
     name = labels_name(image)
@@ -166,27 +164,53 @@ def apply_segmentation(
         layers.append(("uncertainty", "uncertainty", dict(
             colormap="inferno", blending="additive", visible=False)))
     for suffix, what, kwargs in layers:
-        per_slice = getattr(out, what)
-        whole = out.stacks.get(what)
-        name = f"{image.name} {suffix}"
-        if whole is not None and name not in viewer.layers:  # the worker's array, no copy
-            ndim = whole.ndim
-            layer = viewer.add_image(whole, name=name, scale=tuple(image.scale)[-ndim:],
-                                     translate=tuple(image.translate)[-ndim:], **kwargs)
-        else:
-            layer = _get_or_add(viewer, name, shape, np.float32, image, "image", **kwargs)
-            if whole is not None and layer.data.dtype == whole.dtype:
-                layer.data = whole  # an Image layer has no undo: replaced, not copied into
-            else:
-                write_image_slices(layer, {(z if out.is_stack else None): v
-                                           for z, v in per_slice.items()})
-        done = set(layer.metadata.get(PREDICTED_KEY, [])) | set(per_slice)
-        layer.metadata[PREDICTED_KEY] = sorted(int(z) for z in done)
-        if suffix == "uncertainty":
-            hi = max(float(layer.contrast_limits[1]) if len(done) > len(per_slice) else 0.0,
-                     out.uncertainty_max)
-            layer.contrast_limits = (0.0, hi if hi > 0 else 1.0)
+        _write_float_layer(viewer, image, out, suffix, what, shape, **kwargs)
     return labels
+
+
+def _write_float_layer(viewer: napari.Viewer, image: Image, out: SegmentOutput, suffix: str,
+                       what: str, shape: tuple[int, ...], **kwargs: Any) -> None:
+    """Add or update the Image layer ``f"{image.name} {suffix}"`` with ``out``'s ``what``.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer.
+    image : napari.layers.Image
+        The image that was segmented.
+    out : SegmentOutput
+        The worker's result.
+    suffix : str
+        ``"probability"`` or ``"uncertainty"``.
+    what : str
+        The per-slice maps of ``out`` to show (``"foreground"`` or ``"uncertainty"``).
+    shape : tuple of int
+        The image's spatial shape.
+    **kwargs
+        Display settings of a new layer.
+    """
+    from .layer_writes import write_image_slices
+
+    per_slice = getattr(out, what)
+    whole = out.stacks.get(what)
+    name = f"{image.name} {suffix}"
+    if whole is not None and name not in viewer.layers:  # the worker's array, no copy
+        ndim = whole.ndim
+        layer = viewer.add_image(whole, name=name, scale=tuple(image.scale)[-ndim:],
+                                 translate=tuple(image.translate)[-ndim:], **kwargs)
+    else:
+        layer = _get_or_add(viewer, name, shape, np.float32, image, "image", **kwargs)
+        if whole is not None and layer.data.dtype == whole.dtype:
+            layer.data = whole  # an Image layer has no undo: replaced, not copied into
+        else:
+            write_image_slices(layer, {(z if out.is_stack else None): v
+                                       for z, v in per_slice.items()})
+    done = set(layer.metadata.get(PREDICTED_KEY, [])) | set(per_slice)
+    layer.metadata[PREDICTED_KEY] = sorted(int(z) for z in done)
+    if suffix == "uncertainty":
+        hi = max(float(layer.contrast_limits[1]) if len(done) > len(per_slice) else 0.0,
+                 out.uncertainty_max)
+        layer.contrast_limits = (0.0, hi if hi > 0 else 1.0)
 
 
 def corrected_among(labels: Labels | None, slices: Sequence[int]) -> list[int]:

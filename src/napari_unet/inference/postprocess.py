@@ -150,19 +150,36 @@ def labels_from_probabilities(
         int32 labels of the spatial shape; for stacks each slice is labelled separately
         with ids unique across the stack.
     """
+    fg = _foreground(probabilities, fg_class)
+    settings = (threshold, watershed, min_size, grow, fill, seed_threshold)
+    return _labels_2d(fg, *settings) if fg.ndim == 2 else _labels_stack(fg, settings)
+
+
+def _labels_stack(fg: np.ndarray, settings: tuple[Any, ...]) -> np.ndarray:
+    """Label each slice of a ``(Z, Y, X)`` foreground probability, ids unique across slices.
+
+    ``settings`` are the arguments of ``_labels_2d`` after the probability.
+    """
+    out = np.zeros(fg.shape, np.int32)
+    offset = 0
+    for z in range(fg.shape[0]):
+        lab = _labels_2d(fg[z], *settings)
+        out[z] = np.where(lab > 0, lab + offset, 0)
+        offset = max(offset, int(out[z].max()))
+    return out
+
+
+def _foreground(probabilities: np.ndarray, fg_class: int) -> np.ndarray:
+    """The foreground probability ``(Y, X)`` or ``(Z, Y, X)`` of a ``(K, ...)`` softmax output.
+
+    Raises
+    ------
+    ValueError
+        Unless ``probabilities`` is ``(K, Y, X)`` or ``(K, Z, Y, X)`` with ``fg_class < K``.
+    """
     p = np.asarray(probabilities)
     if p.ndim not in (3, 4):
         raise ValueError(f"probabilities must be (K, Y, X) or (K, Z, Y, X), got {p.shape}")
     if not 0 <= fg_class < p.shape[0]:
         raise ValueError(f"fg_class {fg_class} out of range for {p.shape[0]} classes")
-    fg = p[fg_class]
-    if fg.ndim == 2:
-        return _labels_2d(fg, threshold, watershed, min_size, grow, fill, seed_threshold)
-    out = np.zeros(fg.shape, np.int32)
-    offset = 0
-    for z in range(fg.shape[0]):
-        lab = _labels_2d(fg[z], threshold, watershed, min_size, grow, fill,
-                         seed_threshold)
-        out[z] = np.where(lab > 0, lab + offset, 0)
-        offset = max(offset, int(out[z].max()))
-    return out
+    return p[fg_class]

@@ -243,57 +243,132 @@ def augment_sample(
     image, labels, weights = _check(image, labels, weights)
     if not cfg.enabled:
         return _copies(image, labels, weights)
-    rng = _rng(rng)
-    ny, nx = labels.shape
-
-    # draw everything in a fixed order
-    nodes = rng.normal(0.0, 1.0, size=(2, cfg.grid, cfg.grid)).astype(np.float32)
-    flip = rng.random(2) < 0.5
-    k90 = int(rng.integers(4))
-    angle = rng.uniform(-1.0, 1.0)
-    shift = rng.uniform(-1.0, 1.0, size=2)
-    gamma_u, contrast_u, bright_u = rng.random(3)
-
+    draws = _Draws.from_rng(_rng(rng), cfg.grid)
     if cfg.spatial:
-        matrix = np.eye(2)
-        if cfg.flips:
-            matrix = np.diag(np.where(flip, -1.0, 1.0))
-        if cfg.rotate:
-            if cfg.rot90 and ny != nx:
-                k90 = 2 * (k90 % 2)
-            theta = math.radians(angle * cfg.max_angle + (90.0 * k90 if cfg.rot90 else 0.0))
-            c, s = math.cos(theta), math.sin(theta)
-            matrix = np.array([[c, -s], [s, c]]) @ matrix
-            matrix[np.abs(matrix) < 1e-12] = 0.0  # exact multiples of 90 degrees
-        offset = shift * cfg.shift
-        disp = None
-        if cfg.elastic and cfg.sigma > 0:
-            disp = upsample_field(nodes * np.float32(cfg.sigma), (ny, nx))
-        ys, xs = source_coordinates((ny, nx), matrix, offset, disp)
+        matrix, offset, disp = _spatial_map(cfg, draws, labels.shape)
+        ys, xs = source_coordinates(labels.shape, matrix, offset, disp)
         image, labels, weights = warp(image, labels, weights, ys, xs, cfg.image_order)
     else:
         image, labels, weights = _copies(image, labels, weights)
-
     if cfg.intensity and (cfg.gamma or cfg.contrast or cfg.brightness):
-        if not np.issubdtype(image.dtype, np.floating):
-            image = image.astype(np.float32)
-        if cfg.gamma is not None:
-            lo, hi = np.log(cfg.gamma)
-            g = float(np.exp(lo + gamma_u * (hi - lo)))
-            if g != 1.0:
-                # sign-preserving power, so values slightly below 0 stay finite
-                powered = np.power(np.abs(image), image.dtype.type(g))
-                np.copysign(powered, image, out=image)
-        # contrast about the per-channel mean and brightness as one affine map
-        factor, add = 1.0, np.zeros((1, 1))
-        if cfg.contrast is not None:
-            factor = cfg.contrast[0] + contrast_u * (cfg.contrast[1] - cfg.contrast[0])
-            if factor != 1.0:
-                add = (1.0 - factor) * image.mean(axis=(-2, -1), keepdims=True, dtype=np.float64)
-        if cfg.brightness is not None:
-            add = add + cfg.brightness[0] + bright_u * (cfg.brightness[1] - cfg.brightness[0])
-        if factor != 1.0:
-            image *= image.dtype.type(factor)
-        if np.any(add != 0):
-            image += add.astype(image.dtype)
+        image = _change_gray_values(image, cfg, draws)
     return image, labels, weights
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """The random numbers of one :func:`augment_sample` call, drawn whatever is switched on."""
+
+    nodes: np.ndarray  # (2, grid, grid) float32 from N(0, 1): the elastic grid
+    flip: np.ndarray  # (2,) bool: flip y, flip x
+    k90: int  # multiple of 90 degrees, 0..3
+    angle: float  # in [-1, 1): fraction of ``max_angle``
+    shift: np.ndarray  # (2,) in [-1, 1): fractions of ``shift``
+    gamma_u: float  # in [0, 1): position in the gamma range (log scale)
+    contrast_u: float  # in [0, 1): position in the contrast range
+    bright_u: float  # in [0, 1): position in the brightness range
+
+    @classmethod
+    def from_rng(cls, rng: np.random.Generator, grid: int) -> _Draws:
+        """Draw everything in a fixed order (the order is part of the reproducibility).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The generator; advanced by the same amount whatever the configuration.
+        grid : int
+            Grid points per axis of the elastic field.
+
+        Returns
+        -------
+        _Draws
+            The draws.
+        """
+        nodes = rng.normal(0.0, 1.0, size=(2, grid, grid)).astype(np.float32)
+        flip = rng.random(2) < 0.5
+        k90 = int(rng.integers(4))
+        angle = rng.uniform(-1.0, 1.0)
+        shift = rng.uniform(-1.0, 1.0, size=2)
+        gamma_u, contrast_u, bright_u = rng.random(3)
+        return cls(nodes, flip, k90, angle, shift, gamma_u, contrast_u, bright_u)
+
+
+def _spatial_map(
+    cfg: AugmentConfig, draws: _Draws, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The geometric part of an augmentation: flips and rotation, shift, elastic field.
+
+    Parameters
+    ----------
+    cfg : AugmentConfig
+        What is switched on.
+    draws : _Draws
+        The sample's random numbers.
+    shape : tuple of int
+        ``(Y, X)`` of the sample.
+
+    Returns
+    -------
+    matrix, offset, disp : numpy.ndarray
+        The 2x2 linear map, the shift in pixels and the ``(2, Y, X)`` displacement field
+        (None without elastic deformation), for
+        :func:`~napari_unet.training._resample.source_coordinates`.
+    """
+    ny, nx = shape
+    matrix = np.eye(2)
+    if cfg.flips:
+        matrix = np.diag(np.where(draws.flip, -1.0, 1.0))
+    if cfg.rotate:
+        k90 = draws.k90
+        if cfg.rot90 and ny != nx:
+            k90 = 2 * (k90 % 2)
+        theta = math.radians(draws.angle * cfg.max_angle + (90.0 * k90 if cfg.rot90 else 0.0))
+        c, s = math.cos(theta), math.sin(theta)
+        matrix = np.array([[c, -s], [s, c]]) @ matrix
+        matrix[np.abs(matrix) < 1e-12] = 0.0  # exact multiples of 90 degrees
+    offset = draws.shift * cfg.shift
+    disp = None
+    if cfg.elastic and cfg.sigma > 0:
+        disp = upsample_field(draws.nodes * np.float32(cfg.sigma), (ny, nx))
+    return matrix, offset, disp
+
+
+def _change_gray_values(image: np.ndarray, cfg: AugmentConfig, draws: _Draws) -> np.ndarray:
+    """Gamma, then contrast about the per-channel mean and brightness, on the image only.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        The resampled image (a new array: changed in place when it is floating-point).
+    cfg : AugmentConfig
+        The ranges (``None`` switches one off).
+    draws : _Draws
+        The sample's random numbers.
+
+    Returns
+    -------
+    numpy.ndarray
+        The changed image (float32 when ``image`` was not floating-point).
+    """
+    if not np.issubdtype(image.dtype, np.floating):
+        image = image.astype(np.float32)
+    if cfg.gamma is not None:
+        lo, hi = np.log(cfg.gamma)
+        g = float(np.exp(lo + draws.gamma_u * (hi - lo)))
+        if g != 1.0:
+            # sign-preserving power, so values slightly below 0 stay finite
+            powered = np.power(np.abs(image), image.dtype.type(g))
+            np.copysign(powered, image, out=image)
+    # contrast about the per-channel mean and brightness as one affine map
+    factor, add = 1.0, np.zeros((1, 1))
+    if cfg.contrast is not None:
+        factor = cfg.contrast[0] + draws.contrast_u * (cfg.contrast[1] - cfg.contrast[0])
+        if factor != 1.0:
+            add = (1.0 - factor) * image.mean(axis=(-2, -1), keepdims=True, dtype=np.float64)
+    if cfg.brightness is not None:
+        add = add + cfg.brightness[0] + draws.bright_u * (cfg.brightness[1] - cfg.brightness[0])
+    if factor != 1.0:
+        image *= image.dtype.type(factor)
+    if np.any(add != 0):
+        image += add.astype(image.dtype)
+    return image

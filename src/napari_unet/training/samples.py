@@ -84,6 +84,38 @@ def prepare_samples(
         Shape mismatch, no annotated slice, labels with a single class, NaN images or a
         model whose input channels do not match.
     """
+    slabs = _slabs(model, images, labels, channel_axis)
+    if slices is not None:
+        zs = [int(z) for z in slices]
+        bad = [z for z in zs if not 0 <= z < len(slabs)]
+        if bad:
+            raise ValueError(f"slice index {bad[0]} out of range for {len(slabs)} slices")
+    else:
+        zs = [i for i, (_, _, lab) in enumerate(slabs) if _has_annotation(lab, config.ignore_label)]
+    if not zs:
+        raise ValueError("no annotated slice: paint labels on at least one slice first")
+    samples = _make_samples(model, slabs, zs, config, exclude)
+    return samples, zs
+
+
+def _slabs(model: UNet, images: Any, labels: Any,
+           channel_axis: int | None) -> list[tuple[Any, int, np.ndarray]]:
+    """Every 2D slice of the images, checked against its labels: ``(view, z, labels)``.
+
+    Parameters
+    ----------
+    model : UNet
+        The model (its input channels).
+    images, labels : array-like or list of array-like
+        As for :func:`prepare_samples`.
+    channel_axis : int, optional
+        Channel axis of the images.
+
+    Returns
+    -------
+    list of tuple
+        ``(ImageView, slice index in the view, (Y, X) labels)``, the images' slices in order.
+    """
     if isinstance(images, (list, tuple)) != isinstance(labels, (list, tuple)):
         raise ValueError("pass images and labels both as arrays or both as lists")
     pairs = list(zip(images, labels, strict=True)) if isinstance(images, (list, tuple)) \
@@ -102,15 +134,19 @@ def prepare_samples(
             raise ValueError(f"labels must be integers, got dtype {lab.dtype}")
         lab3 = lab if view.is_stack else lab[None]
         slabs += [(view, z, lab3[z]) for z in range(view.n_slices)]
-    if slices is not None:
-        zs = [int(z) for z in slices]
-        bad = [z for z in zs if not 0 <= z < len(slabs)]
-        if bad:
-            raise ValueError(f"slice index {bad[0]} out of range for {len(slabs)} slices")
-    else:
-        zs = [i for i, (_, _, lab) in enumerate(slabs) if _has_annotation(lab, config.ignore_label)]
-    if not zs:
-        raise ValueError("no annotated slice: paint labels on at least one slice first")
+    return slabs
+
+
+def _make_samples(model: UNet, slabs: list[tuple[Any, int, np.ndarray]], zs: list[int],
+                  config: TargetConfig, exclude: Mapping[int, tuple[slice, slice]] | None,
+                  ) -> list[Sample]:
+    """The samples of the slices ``zs`` of ``slabs`` (see :func:`prepare_samples`).
+
+    Raises
+    ------
+    ValueError
+        When the weighted pixels of all samples hold only one class.
+    """
     norm = Normalization.from_dict(model.config.normalization)
     h, expand = model.halo, target_expansion(model, config)
     samples, n_fg, n_bg = [], 0, 0
@@ -132,7 +168,7 @@ def prepare_samples(
     if n_fg == 0 or n_bg == 0:
         raise ValueError("the annotated labels hold only one class: training needs both "
                          "foreground and background pixels")
-    return samples, zs
+    return samples
 
 
 def random_crop(
