@@ -159,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("NAPARI_UNET_AUTOSAVE_DIR", tempfile.mkdtemp(prefix="bench_gui_"))
 
-    from napari_unet._qt.display import virtual_display
+    from napari_unet._display import virtual_display
 
     with virtual_display(size="1920x1080x24"):
         run(args)
