@@ -33,6 +33,7 @@ from napari_unet.inference.rescale import object_diameter  # noqa: E402
 from napari_unet.metrics import adapted_rand, evaluate_em, evaluate_nuclei  # noqa: E402
 from napari_unet.model import UNet  # noqa: E402
 from napari_unet.model_files import load_model, save_model  # noqa: E402
+from napari_unet.model_record import ModelRecord, update_record  # noqa: E402
 from napari_unet.training.augment import AugmentConfig  # noqa: E402
 from napari_unet.training.train import TrainConfig, fine_tune  # noqa: E402
 
@@ -117,14 +118,14 @@ def finish(name: str, model: UNet, images: list, labels: list, device: str, data
     """Prediction and post-processing settings, metrics, and the fp16 model file."""
     # EM: the 8-fold TTA of the paper closes membrane gaps (slices 10-12, unseen by the dev
     # twin: best adapted Rand 0.067 -> 0.057); nuclei gain 0.004 F1, not worth 8x the time
-    model.record["predict"] = {"tta": not name.startswith("nuclei")}
-    model.record["postprocess"] = tune_postprocessing(name, model, images, labels)
+    update_record(model, predict={"tta": not name.startswith("nuclei")})
+    update_record(model, postprocess=tune_postprocessing(name, model, images, labels))
     # the size of the objects it learned: a round resamples other sizes to it
-    model.record["object_diameter"] = round(object_diameter(labels), 2)
-    model.record["metrics"] = quick_eval(name, model, device, data)
+    update_record(model, object_diameter=round(object_diameter(labels), 2))
+    update_record(model, metrics=quick_eval(name, model, device, data))
     OUT[data].mkdir(parents=True, exist_ok=True)
     save_model(model, OUT[data] / f"{name}.pt", half=True)
-    print(f"{name}: metrics {model.record['metrics']}", flush=True)
+    print(f"{name}: metrics {ModelRecord.of(model).metrics}", flush=True)
 
 
 def train(name: str, device: str, data: str = "full", first_stage: int = 0,
@@ -142,12 +143,12 @@ def train(name: str, device: str, data: str = "full", first_stage: int = 0,
             if ev.step % 100 == 0 or ev.step == cfg.steps:
                 print(f"{name} stage {k} step {ev.step}/{cfg.steps} loss {ev.loss:.4f} "
                       f"{ev.elapsed:.0f}s", flush=True)
-    wall = time.time() - t0 + (model.record.get("wall_time_s", 0) if init else 0)
-    model.record.update({"name": name, "description": recipe["description"], "data": desc,
-                         "parent": None, "wall_time_s": round(wall), "seed": seed,
-                         "stages": recipe["stages"], "precision": "bf16 autocast" if amp else "fp32",
-                         "licence": "CC0 data" if name.startswith("nuclei") else
-                         "trained on ISBI 2012 (no licence stated); weights for research use"})
+    wall = time.time() - t0 + ((ModelRecord.of(model).wall_time_s or 0) if init else 0)
+    update_record(model, name=name, description=recipe["description"], data=desc, parent=None,
+                  wall_time_s=round(wall), seed=seed, stages=recipe["stages"],
+                  precision="bf16 autocast" if amp else "fp32",
+                  licence="CC0 data" if name.startswith("nuclei") else
+                  "trained on ISBI 2012 (no licence stated); weights for research use")
     print(f"{name}: wall {wall:.0f}s", flush=True)
     finish(name, model, images, labels, device, data)
 
@@ -157,11 +158,11 @@ def quick_eval(name: str, model: UNet, device: str, data: str) -> dict:
     carries its dev twin's figures, labelled as such."""
     if data == "full":
         twin = OUT["dev"] / f"{name}.pt"
-        return {"dev_twin_" + k: v for k, v in load_model(str(twin)).record.get("metrics", {}).items()
-                } if twin.exists() else {}
+        twin_metrics = ModelRecord.of(load_model(str(twin))).metrics if twin.exists() else None
+        return {"dev_twin_" + k: v for k, v in (twin_metrics or {}).items()}
     if name.startswith("nuclei"):
         images, labels = datasets.nuclei(datasets.NUCLEI_TEST)
-        pp = model.record["postprocess"]
+        pp = ModelRecord.of(model).postprocess
         preds = [labels_from_probabilities(predict(model, im, device=device, precision="fp32"), **pp)
                  for im in images]
         scores = [evaluate_nuclei(t, p) for t, p in zip(labels, preds, strict=True)]
@@ -169,7 +170,7 @@ def quick_eval(name: str, model: UNet, device: str, data: str) -> dict:
     img, lab = datasets.em(datasets.EM_TEST)
     prob = predict(model, img, device=device, precision="fp32")[1]
     out = {"test_" + k: v for k, v in evaluate_em(lab, prob).items()}
-    seg = labels_from_probabilities(np.stack([1 - prob, prob]), **model.record["postprocess"])
+    seg = labels_from_probabilities(np.stack([1 - prob, prob]), **ModelRecord.of(model).postprocess)
     out["test_adapted_rand_stored_settings"] = evaluate_em(lab, seg)["adapted_rand_error"]
     return out
 

@@ -104,6 +104,7 @@ def _cmd_weights(a: argparse.Namespace) -> int:
 
 def _cmd_models(a: argparse.Namespace) -> int:
     from .model_files import list_builtin_models, load_model
+    from .model_record import ModelRecord
 
     names = list_builtin_models()
     if not names:
@@ -113,7 +114,7 @@ def _cmd_models(a: argparse.Namespace) -> int:
         c = m.config
         print(f"{name}\tdepth={c.depth} base={c.base_channels} padding={c.padding} "
               f"in={c.in_channels} classes={','.join(c.class_names)}\t"
-              f"{m.record.get('description', '')}")
+              f"{ModelRecord.of(m).description or ''}")
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .image_files import read_array
+from .model_record import update_record
 from .outputs import check_output
 
 
@@ -149,7 +150,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
         torch.manual_seed(a.seed)
         model = UNet(**DEFAULT_ARCHITECTURE)
-        model.record["name"] = "new network"
+        update_record(model, name="new network")
     from .training.scale import ScaleConfig
 
     cfg = RoundConfig(polarity=a.polarity if a.model else "keep",
@@ -184,7 +185,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                        channel_axis=axis, anchors=anchors,
                                        name=Path(a.output).stem, resume=a.resume))
     if len(pairs) > 1:
-        result.model.record["data"] = got.data_note()
+        update_record(result.model, data=got.data_note())
     rep = result.report
     print(f"self-check {rep.summary()}")
     print(f"loss {rep.loss_first:.4f} -> {rep.loss_last:.4f} over {rep.steps} steps "

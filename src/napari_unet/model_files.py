@@ -25,6 +25,7 @@ import torch
 
 from . import __version__, _modelscan
 from .model import UNet, UNetConfig, parameter_count
+from .model_record import ModelRecord, update_record
 from .outputs import atomic_output, check_output
 
 FORMAT = "napari-unet/model-v1"
@@ -58,7 +59,7 @@ def model_to_dict(model: UNet, *, half: bool = False) -> dict[str, Any]:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    record = _plain({k: v for k, v in model.record.items() if k != "source"})  # no local path
+    record = _plain(ModelRecord.of(model).to_dict(keep_source=False))  # no local path
     record.setdefault("package_version", __version__)
     record.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     return {"format": FORMAT, "config": model.config.to_dict(), "state_dict": state,
@@ -99,7 +100,8 @@ def model_from_dict(d: dict[str, Any]) -> UNet:
     ------
     ValueError
         With one line saying what is wrong: not a dict, wrong format, a config out of
-        bounds, missing or unexpected weights, wrong shapes, a record that is not a dict.
+        bounds, missing or unexpected weights, wrong shapes, a record that is not a dict
+        or holds a value of the wrong type (:class:`napari_unet.model_record.ModelRecord`).
     """
     if not isinstance(d, dict):
         raise ValueError(f"a model is a dict, got {type(d).__name__}")
@@ -109,8 +111,7 @@ def model_from_dict(d: dict[str, Any]) -> UNet:
     state = d.get("state_dict")
     _check_state(state, config)
     record = d.get("record", {})
-    if not isinstance(record, dict):
-        raise ValueError(f"record must be a dict, got {type(record).__name__}")
+    ModelRecord.from_dict(record)  # a dict, each known key of its type
     model = UNet(config)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.record = dict(record)
@@ -253,7 +254,7 @@ def load_model(name_or_path: str | os.PathLike, map_location: str | torch.device
         model = model_from_dict(d["model"] if d.get("format") == CHECKPOINT_FORMAT else d)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
-    model.record.setdefault("source", str(path))
+    update_record(model, only_missing=True, source=str(path))
     return model
 
 

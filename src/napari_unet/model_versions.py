@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .model_record import update_record
+
 if TYPE_CHECKING:
     from .model import UNet
 
@@ -68,5 +70,5 @@ class ModelVersion:
             from .model_files import load_model
 
             model = load_model(self.source or self.name)
-        model.record.setdefault("name", self.name)
+        update_record(model, only_missing=True, name=self.name)
         return model

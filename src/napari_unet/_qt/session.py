@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtCore import QObject, Signal
 
 from ..autosave import CORRECTED_KEY
+from ..model_record import update_record
 from ..model_versions import NEW_MODEL, ModelVersion
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ class Session(QObject):
             name = f"fine-tuned {self._counter} ({now:%H:%M:%S})"
         name = self._unique(name)
         version = ModelVersion(name, kind, created=now, parent=parent, _model=model)
-        model.record["name"] = name
+        update_record(model, name=name)
         self._versions[name] = version
         self.versions_changed.emit()
         if select:
@@ -145,7 +146,7 @@ class Session(QObject):
         name = self._unique(p.name)
         version = ModelVersion(name, "file", source=str(p), _model=model)
         if isinstance(getattr(model, "record", None), dict):
-            model.record.setdefault("name", name)
+            update_record(model, only_missing=True, name=name)
         self._versions[name] = version
         self.versions_changed.emit()
         if select:

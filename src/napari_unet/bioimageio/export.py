@@ -31,6 +31,7 @@ import torch
 
 from .. import __version__
 from ..model import UNet, parameter_count
+from ..model_record import ModelRecord
 from ..normalize import Normalization
 from ..outputs import atomic_output, check_output
 
@@ -207,8 +208,8 @@ def _write_files(model: UNet, folder: Path, sample: np.ndarray | None) -> dict[s
 
 
 def _readme(model: UNet, name: str, info: dict[str, Any]) -> str:
-    r, c = model.record, model.config
-    lines = [f"# {name}", "", str(r.get("description") or "A U-Net exported by napari-unet."), "",
+    r, c = ModelRecord.of(model), model.config
+    lines = [f"# {name}", "", str(r.description or "A U-Net exported by napari-unet."), "",
              "U-Net (Ronneberger et al. 2015) with unpadded convolutions, exported by napari-unet "
              f"{__version__}: depth {c.depth}, {c.base_channels} base channels, "
              f"{parameter_count(c.in_channels, c.n_classes, c.depth, c.base_channels):,} "
@@ -220,10 +221,10 @@ def _readme(model: UNet, name: str, info: dict[str, Any]) -> str:
              "In napari-unet, `napari-unet predict --model THIS.zip` or the Segment dock's "
              "\"load model…\" reads the package back as a model that can be fine-tuned again, "
              "with the post-processing in `config.napari_unet.postprocess`.", "",
-             "## Training", "", f"Data: {r.get('data', 'not recorded')}.",
-             f"Parent: {r.get('parent') or 'none (trained from scratch)'}.",
-             f"Steps: {r.get('steps', 'not recorded')}; final loss: {r.get('final_loss', '-')}.",
-             f"Licence note: {r.get('licence') or r.get('parent_licence') or 'none recorded'}.",
+             "## Training", "", f"Data: {_given(r.data, 'not recorded')}.",
+             f"Parent: {r.parent or 'none (trained from scratch)'}.",
+             f"Steps: {_given(r.steps, 'not recorded')}; final loss: {_given(r.final_loss, '-')}.",
+             f"Licence note: {r.licence or r.parent_licence or 'none recorded'}.",
              "The full record, with the fine-tuning lineage (`history`), is in "
              "`config.napari_unet.record`.", "",
              "## Validation", "",
@@ -231,12 +232,17 @@ def _readme(model: UNet, name: str, info: dict[str, Any]) -> str:
              "were computed by napari-unet with the packaged network, the declared "
              "preprocessing and softmax; `bioimageio test` recomputes them with both weight "
              "formats and runs inputs of other sizes.", ""]
-    metrics = r.get("metrics") or {}
+    metrics = r.metrics or {}
     if metrics:
         lines += ["Self-check of the last fine-tuning round, on held-back parts of the corrected "
                   "slices:", ""] + [f"- {k}: {v}" for k, v in metrics.items()] + [""]
     lines += ["Check it yourself: `bioimageio test THIS.zip`.", ""]
     return "\n".join(lines)
+
+
+def _given(value: Any, default: str) -> Any:
+    """``value``, or ``default`` when it is not recorded (None)."""
+    return default if value is None else value
 
 
 def _rdf(model: UNet, name: str, description: str, authors: list[str], license: str,
@@ -252,7 +258,7 @@ def _rdf(model: UNet, name: str, description: str, authors: list[str], license: 
                   "size": {"tensor_id": "input", "axis_id": a}} for a in "yx"]
     from ..inference.postprocess import postprocess_settings
 
-    record = _plain({k: v for k, v in model.record.items() if k != "source"})
+    record = _plain(ModelRecord.of(model).to_dict(keep_source=False))  # no local path
     ours = {"format": FORMAT, "package_version": __version__, "unet_config": _plain(c.to_dict()),
             "postprocess": _plain(postprocess_settings(model)), "record": record}
     torch_version = torch.__version__.split("+")[0]
@@ -329,7 +335,7 @@ def export_bioimageio(
     """
     require_bioimageio()
     if getattr(model, "is_bioimageio_runtime", False):
-        raise ValueError(f"{model.record['name']} is a bioimage.io model not written by "
+        raise ValueError(f"{ModelRecord.of(model).name} is a bioimage.io model not written by "
                          "napari-unet: share its own package instead")
     if not isinstance(model, UNet):
         from ..model_files import load_model
@@ -339,9 +345,9 @@ def export_bioimageio(
     if path.suffix.lower() != ".zip":
         raise ValueError(f"a bioimage.io package is a .zip file, got {path}")
     path = check_output(path, overwrite=overwrite)
-    r = model.record
-    name = package_name(name or r.get("name") or "napari-unet model")
-    description = description or str(r.get("description") or "U-Net segmentation (napari-unet)")
+    r = ModelRecord.of(model)
+    name = package_name(name or r.name or "napari-unet model")
+    description = description or str(r.description or "U-Net segmentation (napari-unet)")
     tags = ["unet", "segmentation", "2d", "pytorch", "napari-unet", *(tags or [])]
     with tempfile.TemporaryDirectory(prefix="napari-unet-bioimageio-") as tmp:
         folder = Path(tmp)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..model import UNetConfig, parameter_count
+from ..model_record import ModelRecord, update_record
 from .export import CONFIG_KEY, FORMAT
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
@@ -155,9 +156,9 @@ def load_package(path: str | os.PathLike, map_location: str | torch.device = "cp
         raise ValueError(f"cannot read {p} as a napari-unet export: {first}") from None
     pp = ours.get("postprocess")
     if isinstance(pp, dict):
-        model.record["postprocess"] = {**(model.record.get("postprocess") or {}), **pp}
-    model.record.setdefault("name", rdf.get("name"))
-    model.record["source"] = str(p)
+        update_record(model, postprocess={**(ModelRecord.of(model).postprocess or {}), **pp})
+    update_record(model, only_missing=True, name=rdf.get("name"))
+    update_record(model, source=str(p))
     return model
 
 

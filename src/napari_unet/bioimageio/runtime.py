@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..model_record import ModelRecord
 from .export import first_error, require_bioimageio
 
 #: Weight formats that bioimage.io's runtime runs here (torch is installed).
@@ -55,8 +56,9 @@ class BioimageioModel:
 
         self.path = Path(path)
         name = str(rdf.get("name") or self.path.stem)
-        self.record: dict[str, Any] = {"name": name, "description": str(rdf.get("description",
-                                       "")), "source": str(self.path), "bioimageio": True}
+        self.record: dict[str, Any] = ModelRecord(
+            name=name, description=str(rdf.get("description", "")), source=str(self.path),
+            bioimageio=True).to_dict()
         formats = [w for w in SUPPORTED_WEIGHTS if (rdf.get("weights") or {}).get(w)]
         if not formats:
             raise ValueError(f"{self.path}: napari-unet runs bioimage.io models with "
@@ -96,7 +98,7 @@ class BioimageioModel:
         if name.startswith("__"):
             raise AttributeError(name)
         raise NotFineTunableError(
-            f"{self.record['name']} is a bioimage.io model not written by napari-unet: it runs "
+            f"{ModelRecord.of(self).name} is a bioimage.io model not written by napari-unet: it runs "
             "for prediction only and cannot be fine-tuned (fine-tune a napari-unet model, or "
             "start a new network)")
 
@@ -135,7 +137,7 @@ class BioimageioModel:
         t = out.members[self._out.id].transpose([AxisId("channel"), AxisId("y"), AxisId("x")])
         data = np.asarray(t.data, np.float32)[:, :ny, :nx]
         if data.shape[-2:] != (ny, nx):
-            raise ValueError(f"{self.record['name']}: output {data.shape[-2:]} does not have "
+            raise ValueError(f"{ModelRecord.of(self).name}: output {data.shape[-2:]} does not have "
                              f"the input's size {(ny, nx)}; napari-unet cannot place it")
         if data.shape[0] == 1:  # one foreground map: background is its complement
             data = np.concatenate([1.0 - data, data])
@@ -174,7 +176,7 @@ class BioimageioModel:
         for k, z in enumerate(zs):
             p = self.predict_slice(np.asarray(view.slice(z)), str(dev))
             if p.shape[0] != self.n_classes:
-                raise ValueError(f"{self.record['name']}: {p.shape[0]} output channels, "
+                raise ValueError(f"{ModelRecord.of(self).name}: {p.shape[0]} output channels, "
                                  f"expected {self.n_classes}")
             probs[:, z] = p
             if unc is not None:

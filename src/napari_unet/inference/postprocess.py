@@ -12,6 +12,8 @@ from skimage.measure import label as cc_label
 from skimage.morphology import disk, remove_small_objects
 from skimage.segmentation import watershed as sk_watershed
 
+from ..model_record import ModelRecord
+
 
 @dataclass(frozen=True)
 class PostprocessConfig:
@@ -37,7 +39,7 @@ class PostprocessConfig:
     @classmethod
     def for_model(cls, model: Any) -> PostprocessConfig:
         """The settings ``model`` was tuned with (``model.record["postprocess"]``), else defaults."""
-        return cls.from_dict(getattr(model, "record", {}).get("postprocess"))
+        return cls.from_dict(ModelRecord.of(model).postprocess)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as keywords of :func:`labels_from_probabilities` (and as stored)."""

@@ -18,6 +18,7 @@ import torch
 from .. import devices
 from ..jobs import run
 from ..model import UNet
+from ..model_record import ModelRecord
 from ..normalize import Normalization
 from .cpu_pool import cpu_workers, tile_pool
 from .inputs import ImageView, as_image_view
@@ -194,7 +195,7 @@ def recommended_tta(model: UNet) -> bool:
     8 flips/rotations pays for its 8x cost (the EM model: fewer membrane gaps); fine-tuned
     versions inherit it. False for models without a record.
     """
-    return bool((getattr(model, "record", {}).get("predict") or {}).get("tta", False))
+    return bool((ModelRecord.of(model).predict or {}).get("tta", False))
 
 
 def predict_iter(

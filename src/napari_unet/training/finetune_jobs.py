@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..model_record import update_record
 from ..model_versions import ModelVersion
 from .pairs import ImagePair
 
@@ -116,7 +117,7 @@ def finetune_pairs_iter(
     result = yield from finetune_round(
         base, got.images, got.labels, config, slices=list(range(len(got.images))),
         channel_axis=0, anchors=got.anchors or None, name=version.name)
-    result.model.record["data"] = got.data_note()
+    update_record(result.model, data=got.data_note())
     return result
 
 

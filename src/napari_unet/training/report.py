@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import __version__
 from ..model import UNet
+from ..model_record import ModelRecord
 
 
 @dataclass
@@ -69,31 +70,35 @@ class RoundResult:
 
 def describe_version(model: UNet, parent: UNet, report: RoundReport, zs: list[int],
               name: str | None, start: str) -> None:
-    """Replace the parent's description, data and scores by the new version's own."""
-    old = parent.record
-    parent_name = old.get("name") or old.get("source")
-    history = list(old.get("history") or []) + [{
+    """Replace the parent's description, data and scores by the new version's own.
+
+    The new record keeps the parent's prediction settings, label expansion and object size
+    (the trained model's expansion when training recorded one) and what training recorded
+    about itself (shapes, steps, loss, settings, date, anchors); everything else describes
+    the new version: name, parent, lineage (``history``), self-check and metrics.
+    """
+    old, trained = ModelRecord.of(parent), ModelRecord.of(model)
+    parent_name = old.name or old.source
+    history = list(old.history or []) + [{
         "parent": parent_name, "slices": zs, "self_check": report.to_dict(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}]
-    keep = {k: old[k] for k in ("predict", "expand_labels", "object_diameter") if k in old}
-    if "object_diameter" not in keep and report.object_diameter:  # in the network's pixels
-        keep["object_diameter"] = round(report.object_diameter * report.scale, 2)
-    model.record = {
-        **keep, **{k: v for k, v in model.record.items()
-                   if k in ("data_shapes", "steps", "final_loss", "train_config", "date",
-                            "package_version", "anchor_slices", "expand_labels")},
-        "name": name or f"{parent_name}-ft",
-        "annotated_slices": list(zs),
-        "parent": parent_name,
-        "description": (f"Fine-tuned from {parent_name} on {report.n_slices} corrected "
-                        f"slice(s) {zs}" + (" (a new network, started from scratch)"
-                                            if start == "scratch" else "")),
-        "data": f"{report.n_slices} corrected slice(s) of the user's data: {zs}",
-        "postprocess": report.postprocess,
-        "self_check": report.to_dict(),
-        "metrics": {"self_check_" + ("f1" if report.metric == "F1" else "adapted_rand"):
-                    report.new_score, "self_check_parent": report.parent_score},
-        "parent_licence": old.get("licence"),
-        "history": history,
-        "package_version": __version__,
-    }
+    diameter = old.object_diameter
+    if diameter is None and report.object_diameter:  # in the network's pixels
+        diameter = round(report.object_diameter * report.scale, 2)
+    metric = "self_check_" + ("f1" if report.metric == "F1" else "adapted_rand")
+    new = ModelRecord(
+        name=name or f"{parent_name}-ft",
+        description=(f"Fine-tuned from {parent_name} on {report.n_slices} corrected "
+                     f"slice(s) {zs}" + (" (a new network, started from scratch)"
+                                         if start == "scratch" else "")),
+        data=f"{report.n_slices} corrected slice(s) of the user's data: {zs}",
+        parent=parent_name, parent_licence=old.licence,
+        postprocess=report.postprocess, predict=old.predict,
+        expand_labels=old.expand_labels if trained.expand_labels is None else trained.expand_labels,
+        object_diameter=diameter, annotated_slices=list(zs),
+        data_shapes=trained.data_shapes, steps=trained.steps, final_loss=trained.final_loss,
+        train_config=trained.train_config, anchor_slices=trained.anchor_slices,
+        self_check=report.to_dict(),
+        metrics={metric: report.new_score, "self_check_parent": report.parent_score},
+        history=history, date=trained.date, package_version=__version__)
+    model.record = new.to_dict(keep_none=("parent", "parent_licence"))

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..inference.postprocess import labels_from_probabilities, postprocess_settings
 from ..metrics import adapted_rand, match_f1
+from ..model_record import ModelRecord
 
 Box = tuple[slice, slice]
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -61,7 +62,7 @@ def _fg_truth(model: Any, lab: np.ndarray) -> np.ndarray:
     """The foreground the network is trained to predict (interior for EM models)."""
     from .border_weights import training_targets
 
-    expand = int(getattr(model, "record", {}).get("expand_labels", 0) or 0)
+    expand = int(ModelRecord.of(model).expand_labels or 0)
     if not expand:
         return lab > 0
     target, _ = training_targets(lab, expand_labels=expand)
