@@ -72,6 +72,20 @@ def test_a_random_crop_has_the_size_asked_and_holds_annotation(net, blobs):
         assert wgt.any()
 
 
+def test_object_crops_hold_an_object_even_on_a_nearly_empty_slice(net):
+    image = np.zeros((200, 200), np.float32)
+    labels = np.zeros((200, 200), np.uint16)
+    labels[150:156, 20:26] = 1  # one small object in a large, empty slice
+    image[labels > 0] = 1.0
+    (s,), _ = prepare_samples(net, image, labels, TargetConfig())
+    rng = np.random.default_rng(0)
+    uniform = [random_crop(s, 48, rng)[1].any() for _ in range(40)]
+    centred = [random_crop(s, 48, rng, objects=1.0)[1].any() for _ in range(40)]
+    assert all(centred) and sum(uniform) < 20
+    with pytest.raises(ValueError, match="object_crops"):
+        TrainConfig(object_crops=1.5)
+
+
 def test_train_config_carries_the_target_config_and_samples_do_not_import_train():
     import napari_unet.training.samples as samples
 

@@ -172,11 +172,23 @@ def _make_samples(model: UNet, slabs: list[tuple[Any, int, np.ndarray]], zs: lis
 
 
 def random_crop(
-    s: Sample, size: int, rng: np.random.Generator, tries: int = 10
+    s: Sample, size: int, rng: np.random.Generator, tries: int = 10, objects: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A ``size`` x ``size`` crop with some annotated pixels (mirror-padded if too small)."""
+    """A ``size`` x ``size`` crop with some annotated pixels (mirror-padded if too small).
+
+    With probability ``objects`` the crop is centred on a random pixel of a labelled object
+    (target > 0 and weight > 0), if there is one; otherwise it is placed uniformly.
+    """
     img = pad_to(s.image, size, size)
     tgt, wgt = pad_to(s.target, size, size, "constant"), pad_to(s.weight, size, size, "constant")
+    if objects > 0 and rng.random() < objects:
+        ys, xs = np.nonzero((tgt > 0) & (wgt > 0))
+        if len(ys):
+            i = int(rng.integers(len(ys)))
+            y = int(np.clip(ys[i] - size // 2, 0, tgt.shape[0] - size))
+            x = int(np.clip(xs[i] - size // 2, 0, tgt.shape[1] - size))
+            return img[:, y : y + size, x : x + size], tgt[y : y + size, x : x + size], \
+                wgt[y : y + size, x : x + size]
     for _ in range(tries):
         y = int(rng.integers(0, tgt.shape[0] - size + 1))
         x = int(rng.integers(0, tgt.shape[1] - size + 1))

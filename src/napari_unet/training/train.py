@@ -38,13 +38,23 @@ DEFAULT_ARCHITECTURE: dict[str, Any] = {"depth": 4, "base_channels": 16, "paddin
 
 @dataclass
 class TrainEvent:
-    """Progress of one completed step."""
+    """Progress of one completed step (a :class:`napari_unet.jobs.Event`)."""
 
     step: int
     steps: int
     loss: float
     elapsed: float
     val_metric: float | None = None
+
+    @property
+    def message(self) -> str:
+        """``"step 3/60: loss 0.4120 (2 s)"``."""
+        return f"step {self.step}/{self.steps}: loss {self.loss:.4f} ({self.elapsed:.0f} s)"
+
+    @property
+    def fraction(self) -> float | None:
+        """Steps done of all (None without a step count)."""
+        return min(1.0, max(0.0, self.step / self.steps)) if self.steps > 0 else None
 
 
 def make_optimizer(model: UNet, config: TrainConfig) -> torch.optim.Optimizer:
@@ -265,7 +275,7 @@ def augmented_crop(
     s: Sample, in_tile: int, cfg: TrainConfig, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A random ``in_tile`` crop of sample ``s``, augmented: ``(image, target, weight)``."""
-    img, tgt, wgt = random_crop(s, in_tile, rng)
+    img, tgt, wgt = random_crop(s, in_tile, rng, objects=cfg.object_crops)
     img, tgt, wgt = augment_sample(img, tgt, wgt, cfg.augment, rng)
     return (np.ascontiguousarray(img, np.float32), np.ascontiguousarray(tgt, np.int64),
             np.ascontiguousarray(wgt, np.float32))

@@ -70,6 +70,10 @@ class TrainConfig:
     anchor_weight : float
         Weight of the anchoring term when ``fine_tune`` is given ``anchors``
         (:mod:`napari_unet.training.anchoring`; 0: off).
+    object_crops : float
+        Fraction of the crops centred on a random pixel of a labelled object rather than
+        placed uniformly (as nnU-Net oversamples foreground): a corrected slice with a few
+        objects otherwise gives mostly empty crops.
     """
 
     steps: int = 100
@@ -94,13 +98,17 @@ class TrainConfig:
     warmup: float = 0.1
     expand_labels: int | None = None
     anchor_weight: float = 1.0
+    object_crops: float = 0.0
 
     def __post_init__(self) -> None:
         finite = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                  "warmup": self.warmup, "anchor_weight": self.anchor_weight}
+                  "warmup": self.warmup, "anchor_weight": self.anchor_weight,
+                  "object_crops": self.object_crops}
         bad = [k for k, v in finite.items() if not np.isfinite(v) or v < 0]
         if bad:
             raise ValueError(f"{bad[0]} must be a finite number >= 0, got {finite[bad[0]]}")
+        if self.object_crops > 1:
+            raise ValueError(f"object_crops must be in [0, 1], got {self.object_crops}")
         if self.lr <= 0 or self.warmup > 1:
             raise ValueError(f"need lr > 0 and warmup <= 1, got lr={self.lr}, "
                              f"warmup={self.warmup}")
