@@ -104,10 +104,10 @@ def _run_round(gen: Generator) -> Any:
                 bar.append(tqdm(total=ev.steps, desc="train", unit="step", file=sys.stderr))
             bar[0].set_postfix(loss=f"{ev.loss:.4f}")
             bar[0].update(ev.step - bar[0].n)
-        elif "predicting" not in ev and "checking held-back" not in ev:
+        elif "predicting" not in ev.message and "checking held-back" not in ev.message:
             if bar:
                 bar.pop().close()
-            print(ev, file=sys.stderr)
+            print(ev.message, file=sys.stderr)
 
     try:
         return run(gen, show)

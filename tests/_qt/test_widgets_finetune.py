@@ -239,5 +239,5 @@ def test_training_snapshot_copies_only_the_chosen_slices():
     gen, seen = annotated_iter(lab), []
     with pytest.raises(StopIteration) as stop:
         while True:
-            seen.append(next(gen))
-    assert seen == [0, 1, 2, 3] and stop.value.value == [0, 1, 3]
+            seen.append(next(gen).fraction)
+    assert seen == [0.25, 0.5, 0.75, 1.0] and stop.value.value == [0, 1, 3]

@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("napari")
 
 from napari_unet._qt.session import get_session  # noqa: E402
+from napari_unet.jobs import Stage  # noqa: E402
 from tests.conftest import force_self_check, wait_finished  # noqa: E402
 
 TIMEOUT = 180_000
@@ -180,7 +181,7 @@ def test_status_after_a_failed_finetune(make_napari_viewer, qtbot, monkeypatch):
     from napari_unet.training import finetune_jobs
 
     def broken(*args, **kwargs):
-        yield "preparing"
+        yield Stage("preparing")
         raise ValueError("broken on purpose")
 
     monkeypatch.setattr(finetune_jobs, "finetune_iter", broken)
@@ -244,7 +245,7 @@ def test_rgb_stack_finetunes_as_gray(make_napari_viewer, qtbot):
     get_session().set_corrected(layer, [0])
     seen = []
     worker = ft.start()
-    worker.yielded.connect(lambda v: seen.append(v) if isinstance(v, str) else None)
+    worker.yielded.connect(lambda v: seen.append(v.message) if isinstance(v, Stage) else None)
     with qtbot.waitSignals([worker.returned, worker.finished], timeout=TIMEOUT):
         pass
     assert any("converted to gray" in s for s in seen)

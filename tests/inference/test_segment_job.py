@@ -32,7 +32,7 @@ def test_segment_iter_labels_each_predicted_slice_with_unique_ids(tiny_net):
     assert all(out.labels[z].shape == (40, 40) and out.labels[z].dtype == np.int32 for z in (0, 2))
     ids = [set(np.unique(out.labels[z])) - {0} for z in (0, 2)]
     assert ids[0] and ids[1] and not ids[0] & ids[1]  # threshold 0: everything is an object
-    assert "post-processed slice 2" in events
+    assert "post-processed slice 2" in [e.message for e in events]
     whole = run(segment_iter(version, SegmentRequest(stack, predict=PredictConfig(device="cpu"))))
     assert whole.stack.shape == (3, 40, 40) and whole.stacks["foreground"].shape == (3, 40, 40)
     assert not whole.uncertainty and whole.uncertainty_max == 0.0

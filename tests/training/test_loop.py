@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.jobs import run
+from napari_unet.jobs import Stage, run
 from napari_unet.model import UNet
 from napari_unet.normalize import Normalization
 from napari_unet.training.loop import RoundConfig, finetune_round
@@ -65,7 +65,7 @@ def test_a_round_lowers_the_corrected_images_error_and_not_a_held_back_ones(net)
     assert after[1] <= before[1]
     assert res.accepted and res.report.new_score > res.report.parent_score
     assert res.report.loss_last < 0.8 * res.report.loss_first
-    assert any(isinstance(e, str) for e in events)
+    assert any(isinstance(e, Stage) for e in events)
     for k, v in net.state_dict().items():  # the parent is untouched
         torch.testing.assert_close(v, state[k])
 
@@ -179,7 +179,7 @@ def test_a_round_yields_between_its_predictions_and_stops_when_closed(net):
         if isinstance(ev, TrainEvent):
             break
         before_training.append(ev)
-    assert sum("predicting slice" in e for e in before_training) >= 2  # parent, polarity
+    assert sum("predicting slice" in e.message for e in before_training) >= 2  # parent, polarity
     gen.close()  # stopping the iteration cancels: nothing is returned, the parent is unchanged
     assert net.record["name"] == "parent" and "self_check" not in net.record
 

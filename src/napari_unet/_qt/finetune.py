@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..jobs import Stage
 from ..training.finetune_jobs import finetune_iter, finetune_pairs_iter
 from .controls import check_box, spin_box
 from .correct import CorrectionPanel
@@ -301,14 +302,14 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         return self.worker
 
     def _on_step(self, event: Any) -> None:
-        if not isinstance(event, str):
+        if not isinstance(event, Stage):  # a TrainEvent
             self.plot.add(event.step, event.loss)  # the plot throttles its own redraws
             self._last_step = event
         self._throttle.push(event)
 
     def _show_step(self, event: Any) -> None:
-        if isinstance(event, str):  # a stage of the round (checks, anchors, self-check)
-            self.status.setText(event)
+        if isinstance(event, Stage):  # a stage of the round (checks, anchors, self-check)
+            self.status.setText(event.message)
             return
         self.progress.setMaximum(int(event.steps))
         self.progress.setValue(int(event.step))
@@ -317,8 +318,7 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
             bar.set(event.step, event.steps)
         # in the bar, not the status line: a wrapped label's new text re-lays out the
         # whole window (tens of ms each time)
-        self.progress.setFormat(f"step {event.step}/{event.steps}: loss {event.loss:.4f} "
-                                f"({event.elapsed:.0f} s)")
+        self.progress.setFormat(event.message)
 
     def _on_trained(self, result: Any, parent: str, slices: list[int], n_images: int = 1,
                     ) -> None:

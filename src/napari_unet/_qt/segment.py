@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 from ..inference.postprocess import PostprocessConfig
 from ..inference.predict_config import PredictConfig
 from ..inference.segment_job import SegmentOutput, SegmentRequest, next_slice_to_correct, segment_iter
+from ..jobs import Stage
 from .controls import check_box, spin_box
 from .dialogs import ask_overwrite
 from .jobs import start_job
@@ -336,12 +337,12 @@ class SegmentWidget(QWidget):
         self.status.setText(text)
 
     def _on_progress(self, event: Any) -> None:
-        if isinstance(event, str):  # "colour image converted to gray ..." or a stage
-            if "converted" in event:
-                self._note = event
-                self.status.setText(event)
+        if isinstance(event, Stage):  # "colour image converted to gray ..." or a stage
+            if "converted" in event.message:
+                self._note = event.message
+                self.status.setText(event.message)
             else:
-                self.progress.setFormat(event)
+                self.progress.setFormat(event.message)
             return
         self.progress.setMaximum(max(1, int(event.total)))
         self.progress.setValue(int(event.done))
@@ -351,8 +352,7 @@ class SegmentWidget(QWidget):
         note = f" ({self._note})" if self._note else ""
         # in the bar, not the status line: a wrapped label's new text re-lays out the
         # whole window (tens of ms each time)
-        self.progress.setFormat(f"slice {event.z}: tile {event.done}/{event.total}, "
-                                f"{event.elapsed:.0f} s{note}")
+        self.progress.setFormat(f"{event.message}{note}")  # a Progress
 
     def cancel(self, *_: Any) -> None:
         """Stop the running job; the layers keep their last state."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import devices
-from ..jobs import run
+from ..jobs import fraction_done, run
 from ..model import UNet
 from ..model_record import ModelRecord
 from ..normalize import Normalization
@@ -34,12 +34,22 @@ GPU_BUDGET_FRACTION = 0.5
 
 @dataclass
 class Progress:
-    """A progress event: ``done`` of ``total`` tiles, on slice ``z``."""
+    """A progress event: ``done`` of ``total`` tiles, on slice ``z`` (a :class:`~napari_unet.jobs.Event`)."""
 
     done: int
     total: int
     z: int
     elapsed: float
+
+    @property
+    def message(self) -> str:
+        """``"slice 2: tile 3/16, 1 s"``."""
+        return f"slice {self.z}: tile {self.done}/{self.total}, {self.elapsed:.0f} s"
+
+    @property
+    def fraction(self) -> float | None:
+        """Tiles done of all (None without a count)."""
+        return fraction_done(self.done, self.total)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..jobs import Event, Stage
 from ..model_versions import ModelVersion
 from .postprocess import PostprocessConfig
 from .predict_config import PredictConfig
@@ -49,8 +50,12 @@ class SegmentOutput:
     uncertainty_max: float = 0.0  # of the predicted slices (measured in the worker)
 
 
-def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, None, SegmentOutput]:
-    """Predict and post-process in the worker thread; yields :class:`Progress` events.
+def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Event, None, SegmentOutput]:
+    """Predict and post-process in the worker thread.
+
+    Yields a :class:`~napari_unet.jobs.Stage` for a colour image converted to gray (its
+    message says "converted"), the prediction's :class:`~napari_unet.inference.predict.Progress`
+    events, then a ``Stage`` per post-processed slice.
 
     Parameters
     ----------
@@ -69,7 +74,7 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
     model = version.get_model()
     image, axis, note = model_input(req.image, model.in_channels, req.channel_axis)
     if note:
-        yield note
+        yield Stage(note)
     result = yield from predict_iter(model, image, req.predict, channel_axis=axis,
                                      slices=req.slices)
     probs = result.probabilities
@@ -78,7 +83,7 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
     out = SegmentOutput(list(result.slices), device=f"{result.device}, {result.precision}",
                         is_stack=is_stack, note=note)
     running = 0  # ids unique across the predicted slices, made here rather than in the GUI
-    for z in result.slices:
+    for k, z in enumerate(result.slices, 1):
         p = probs[:, z] if is_stack else probs
         lab = np.asarray(req.postprocess.labels(p, fg_class=fg_class), np.int32)
         high = int(lab.max()) if lab.size else 0
@@ -91,7 +96,8 @@ def segment_iter(version: ModelVersion, req: SegmentRequest) -> Generator[Any, N
             u = result.uncertainty[z] if is_stack else result.uncertainty
             out.uncertainty[z] = np.asarray(u, np.float32)
             out.uncertainty_max = max(out.uncertainty_max, float(np.max(out.uncertainty[z])))
-        yield f"post-processed slice {z}"  # Cancel is honoured between slices
+        # Cancel is honoured between slices
+        yield Stage(f"post-processed slice {z}", k / len(result.slices))
     if is_stack and len(out.slices) == probs.shape[1]:  # the whole stack, as the new layer
         out.stack = np.stack([out.labels[z] for z in range(probs.shape[1])])
         out.labels = {z: out.stack[z] for z in range(probs.shape[1])}

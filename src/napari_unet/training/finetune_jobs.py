@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from ..jobs import Event, Stage
 from ..model_record import update_record
 from ..model_versions import ModelVersion
 from .pairs import ImagePair
 
 
-def annotated_iter(labels: Any) -> Generator[int, None, list[int]]:
-    """Slices of a label stack holding any annotation, one slice at a time (yields each index).
+def annotated_iter(labels: Any) -> Generator[Stage, None, list[int]]:
+    """Slices of a label stack holding any annotation, one slice at a time (a stage each).
 
     Runs in a worker for large stacks, so that scanning them never freezes napari.
     """
@@ -29,10 +30,10 @@ def annotated_iter(labels: Any) -> Generator[int, None, list[int]]:
 
     if np.ndim(labels) == 2:
         return annotated_slices(np.asarray(labels))
-    found = []
-    for z in range(labels.shape[0]):
+    found, n = [], labels.shape[0]
+    for z in range(n):
         found += [z] if annotated_slices(np.asarray(labels[z])[None]) else []
-        yield z
+        yield Stage(f"scanned slice {z + 1}/{n}", (z + 1) / n)
     return found
 
 
@@ -54,10 +55,10 @@ def labels_snapshot(labels: Any, slices: Sequence[int] | None) -> np.ndarray:
 def finetune_iter(
     version: ModelVersion, images: Any, labels: np.ndarray, config: Any,
     slices: Sequence[int] | None, channel_axis: int | None,
-) -> Generator[Any, None, Any]:
+) -> Generator[Event, None, Any]:
     """One round of the loop (:func:`napari_unet.training.loop.finetune_round`) from ``version``.
 
-    Yields its stage strings and ``TrainEvent`` steps and returns its ``RoundResult``. The
+    Yields its ``Stage`` messages and ``TrainEvent`` steps and returns its ``RoundResult``. The
     version's own model is never modified, so cancelling (stopping the worker) leaves it
     exactly as it was. For a single-channel stack, three uncorrected slices anchor it. A
     colour image is converted the way the model takes it (gray for a 1-channel model, all
@@ -67,11 +68,11 @@ def finetune_iter(
     from .loop import finetune_round
     from .pairs import pick_slices
 
-    yield f"preparing {version.name}"  # Stop is honoured from here on
+    yield Stage(f"preparing {version.name}")  # Stop is honoured from here on
     base = version.get_model()
     images, channel_axis, note = model_input(images, base.in_channels, channel_axis)
     if note:
-        yield note
+        yield Stage(note)
     stack = slices is not None and channel_axis is None and np.ndim(images) == 3
     anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], slices)] \
         if stack else None
@@ -82,7 +83,7 @@ def finetune_iter(
 
 def finetune_pairs_iter(
     version: ModelVersion, pairs: Sequence[ImagePair], config: Any,
-) -> Generator[Any, None, Any]:
+) -> Generator[Event, None, Any]:
     """One round on several (image, labels) pairs at once, from ``version``.
 
     The corrected slices of every pair (:func:`napari_unet.training.pairs.gather_pairs`)
@@ -93,7 +94,7 @@ def finetune_pairs_iter(
 
     Yields
     ------
-    str or TrainEvent
+    Stage or TrainEvent
         Stage messages, then the training steps.
 
     Returns
@@ -104,15 +105,15 @@ def finetune_pairs_iter(
     from .loop import finetune_round
     from .pairs import gather_pairs
 
-    yield f"preparing {version.name}"
+    yield Stage(f"preparing {version.name}")
     base = version.get_model()
     ready = []
     for pair in pairs:
         image, axis, note = model_input(pair.image, base.in_channels, pair.channel_axis)
         if note:
-            yield f"{pair.name}: {note}"
+            yield Stage(f"{pair.name}: {note}")
         ready.append(replace(pair, image=image, channel_axis=axis))
-    yield f"reading the corrected slices of {len(ready)} images"
+    yield Stage(f"reading the corrected slices of {len(ready)} images")
     got = gather_pairs(ready, base.in_channels, config.train.ignore_label, config.n_anchors)
     result = yield from finetune_round(
         base, got.images, got.labels, config, slices=list(range(len(got.images))),
@@ -123,7 +124,7 @@ def finetune_pairs_iter(
 
 def preview_iter(
     image: np.ndarray, labels: np.ndarray, channel_axis: int | None, seed: int | None,
-) -> Generator[str, None, tuple[np.ndarray, np.ndarray]]:
+) -> Generator[Stage, None, tuple[np.ndarray, np.ndarray]]:
     """One randomly augmented (elastic, flips, rotation, intensity) sample of a 2D slice.
 
     Parameters
@@ -145,12 +146,12 @@ def preview_iter(
     from ..normalize import Normalization
     from .augment import AugmentConfig, augment_sample
 
-    yield "normalising"
+    yield Stage("normalising")
     img = np.asarray(image, np.float32)
     if channel_axis is not None:
         img = np.moveaxis(img, channel_axis, 0)
     img = Normalization()(img, channel_axis=0 if img.ndim == 3 else None)
-    yield "augmenting"
+    yield Stage("augmenting")
     rng = np.random.default_rng(seed)
     out_img, out_lab, _ = augment_sample(img, np.asarray(labels), None, AugmentConfig(), rng)
     return np.asarray(out_img, np.float32), np.asarray(out_lab)

@@ -22,7 +22,8 @@ user corrected and
    F1 0.41 -> 0.83". A version that is not better is returned with ``accepted=False``:
    callers keep the parent current and say so.
 
-Yields ``str`` stage messages and :class:`~napari_unet.training.train.TrainEvent` steps.
+Yields :class:`~napari_unet.jobs.Stage` messages and :class:`~napari_unet.training.train.TrainEvent`
+steps.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 
 from ..inference.postprocess import postprocess_settings
 from ..inference.rescale import input_scale, object_diameter
+from ..jobs import Stage
 from ..model import UNet
 from .anchoring import Anchors, anchor_predictions, prepare_anchors
 from .pairs import corrected_pairs
@@ -193,7 +195,7 @@ def finetune_round(
 
     Yields
     ------
-    str or TrainEvent
+    Stage or TrainEvent
         Stage messages, then one event per training step.
 
     Returns
@@ -205,7 +207,7 @@ def finetune_round(
     imgs, labs, zs = corrected_pairs(images, labels, slices, channel_axis, parent.in_channels)
     boxes = {i: b for i, lab in enumerate(labs)
              if (b := holdout_box(lab.shape, i, cfg.holdout)) is not None}
-    yield f"checking {parent.record.get('name', 'the model')} on {len(imgs)} corrected slice(s)"
+    yield Stage(f"checking {parent.record.get('name', 'the model')} on {len(imgs)} corrected slice(s)")
     parent_probs = yield from predict_slices(parent, imgs, cfg.train.device)
     model, flip, parent_probs = yield from _pick_polarity(
         parent, _new_start(parent, cfg), imgs, labs, boxes, parent_probs, cfg)
@@ -216,7 +218,7 @@ def finetune_round(
     t_imgs, t_labs, t_boxes, t_anchors = to_scale(input_scale(model), imgs, labs, boxes,
                                                   anchors)
     train_cfg = _train_config(cfg, t_labs, refine, bool(refine and anchors))
-    yield f"training {train_cfg.steps} steps"
+    yield Stage(f"training {train_cfg.steps} steps")
     prepared = None
     if train_cfg.anchor_weight > 0 and t_anchors:
         prepared = yield from _anchor(model, t_anchors, cfg.train.device)
@@ -226,10 +228,10 @@ def finetune_round(
         losses.append(ev.loss)
         yield ev
     model.eval()  # fine_tune trained ``model`` in place
-    yield "re-tuning the post-processing and comparing with the parent"
+    yield Stage("re-tuning the post-processing and comparing with the parent")
     prefer = None
     if prepared is not None and prepared.images and cfg.retune:
-        yield "comparing with the parent on the uncorrected slices"
+        yield Stage("comparing with the parent on the uncorrected slices")
         prefer = anchor_agreement(postprocess_settings(parent), prepared.probs,
                                   anchor_predictions(model, prepared, cfg.train.device))
     margin = (cfg.refine_margin_rand if postprocess_settings(parent)["fill"]
@@ -257,7 +259,7 @@ def _pick_polarity(parent: UNet, start: UNet, imgs: list[np.ndarray], labs: list
     """``start`` with its input inverted when the corrections agree clearly better so."""
     flip = cfg.polarity == "invert"
     if cfg.polarity == "auto" and parent.in_channels == 1 and cfg.start == "parent":
-        yield "checking the polarity (bright or dark objects)"
+        yield Stage("checking the polarity (bright or dark objects)")
         agree = pixel_agreement(parent, parent_probs, labs, boxes)
         flipped = _with_polarity(start, not start.config.normalization.get("invert", False))
         flipped_probs = yield from predict_slices(flipped, imgs, cfg.train.device)
@@ -287,7 +289,7 @@ def _pick_scale(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np
     current = input_scale(model)
     scored, all_probs = [(current, parent_quality(model, probs, labs))], {current: probs}
     for s in candidate_scales(scale, current)[:-1]:
-        yield f"checking the model at input scale {s:g} (objects of {object_diameter(labs):.0f} px)"
+        yield Stage(f"checking the model at input scale {s:g} (objects of {object_diameter(labs):.0f} px)")
         all_probs[s] = yield from predict_slices(with_scale(model, s), imgs, cfg.train.device)
         scored.insert(-1, (s, parent_quality(model, all_probs[s], labs)))
     chosen = pick_scale(scored, postprocess_settings(parent)["fill"], cfg.scale)
@@ -319,7 +321,7 @@ def _anchor(model: UNet, anchors: Sequence[np.ndarray], device: str,
     """The start model's predictions on the uncorrected slices, one at a time (stoppable)."""
     prepared = Anchors([], [])
     for i, a in enumerate(anchors, 1):
-        yield f"anchoring on uncorrected slice {i}/{len(anchors)}"
+        yield Stage(f"anchoring on uncorrected slice {i}/{len(anchors)}")
         one = prepare_anchors(model, [a if a.ndim == 3 else a[None]], 0, device)
         prepared.images += one.images
         prepared.probs += one.probs

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..inference.postprocess import labels_from_probabilities, postprocess_settings
+from ..jobs import Event, Stage
 from ..metrics import adapted_rand, match_f1
 from ..model_record import ModelRecord
 
@@ -37,7 +38,7 @@ def holdout_box(shape: tuple[int, ...], index: int, fraction: float) -> Box | No
 
 
 def predict_slices(model: Any, images: Sequence[np.ndarray], device: str,
-                   ) -> Generator[str, None, list[np.ndarray]]:
+                   ) -> Generator[Stage, None, list[np.ndarray]]:
     """Class probabilities of ``(C, Y, X)`` slices (one plain pass each, no TTA).
 
     A generator: it yields after every batch of tiles, so that a round can be stopped
@@ -50,12 +51,17 @@ def predict_slices(model: Any, images: Sequence[np.ndarray], device: str,
         gen = predict_iter(model, img, channel_axis=0, tta=False, device=device)
         while True:
             try:
-                next(gen)
+                ev = next(gen)
             except StopIteration as stop:
                 out.append(stop.value.probabilities)
                 break
-            yield f"predicting slice {i}/{len(images)}"
+            yield Stage(f"predicting slice {i}/{len(images)}", _overall(i, len(images), ev))
     return out
+
+
+def _overall(i: int, n: int, ev: Event) -> float | None:
+    """How far item ``i`` (from 1) of ``n`` is, its own progress being ``ev``."""
+    return None if ev.fraction is None else (i - 1 + ev.fraction) / n
 
 
 def _fg_truth(model: Any, lab: np.ndarray) -> np.ndarray:
@@ -135,7 +141,7 @@ def _grow(box: Box | None, shape: tuple[int, ...], margin: int) -> tuple[Box, Bo
 
 def predict_regions(model: Any, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
                     boxes: Sequence[Box | None], device: str, margin: int = 48,
-                    ) -> Generator[str, None, list[Region]]:
+                    ) -> Generator[Stage, None, list[Region]]:
     """Predict each held-back box as the user would (the model's TTA), with context.
 
     The image is cut to the box grown by ``margin`` plus the network's halo, so that the
@@ -152,11 +158,11 @@ def predict_regions(model: Any, images: Sequence[np.ndarray], labels: Sequence[n
                            tta=recommended_tta(model), device=device)
         while True:
             try:
-                next(gen)
+                ev = next(gen)
             except StopIteration as stop:
                 p = stop.value.probabilities
                 break
-            yield f"checking held-back part {i}/{len(images)}"
+            yield Stage(f"checking held-back part {i}/{len(images)}", _overall(i, len(images), ev))
         y0, x0 = outer[0].start - ctx[0].start, outer[1].start - ctx[1].start
         ny, nx = outer[0].stop - outer[0].start, outer[1].stop - outer[1].start
         out.append((p[:, y0 : y0 + ny, x0 : x0 + nx], lab[outer], inner))
@@ -248,7 +254,7 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  labels: Sequence[np.ndarray], boxes: Mapping[int, Box], device: str,
                  retune: bool = True,
                  prefer: Callable[[dict[str, Any]], float] | None = None,
-                 margin: float = 0.0) -> Generator[str, None, CheckResult]:
+                 margin: float = 0.0) -> Generator[Stage, None, CheckResult]:
     """Score both models on the held-back blocks (whole slices when none is held back).
 
     Each is predicted as the user would predict (its TTA recommendation). With ``retune``

@@ -12,17 +12,19 @@ from collections.abc import Generator
 
 import numpy as np
 
+from ..jobs import Stage
+
 
 def weights_iter(
     labels: np.ndarray, w0: float, sigma: float, class_balance: bool, ignore_label: int | None,
-) -> Generator[str, None, tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]]:
+) -> Generator[Stage, None, tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]]:
     """Compute ``(w, d1, d2, w's contrast limits)`` for one 2D label image in a worker."""
     from .border_weights import border_distances, border_weight_map, separation_borders
 
-    yield "distances"  # to the separated instances, as border_weight_map measures them
+    yield Stage("distances")  # to the separated instances, as border_weight_map measures them
     separated = separation_borders(labels, ignore_label=ignore_label)
     d1, d2 = border_distances(separated, ignore_label=ignore_label)
-    yield "weights"
+    yield Stage("weights")
     w = border_weight_map(labels, w0=w0, sigma=sigma, class_balance=class_balance,
                           ignore_label=ignore_label)
     w_c = border_weight_map(labels, w0=0.0, sigma=sigma, class_balance=class_balance,
