@@ -54,11 +54,12 @@ from .scale import (
 from .selfcheck import (
     CheckResult,
     anchor_agreement,
-    holdout_box,
+    holdout_boxes,
     parent_quality,
     pixel_agreement,
     predict_slices,
     score_blocks,
+    trainable,
 )
 from .train import TrainConfig, fine_tune
 
@@ -81,6 +82,9 @@ class RoundConfig:
     holdout : float
         Area fraction of each corrected slice held back for the self-check (0: none; the
         check then scores the trained pixels themselves and says so).
+    holdout_whole_from : int
+        With this many corrected slices or more, the same fraction of whole slices is held
+        back instead (an image the new version never saw; 0: never).
     polarity : str
         ``"auto"`` (invert the input when the corrections say so), ``"keep"`` or
         ``"invert"`` (flip the parent's polarity).
@@ -116,6 +120,7 @@ class RoundConfig:
     steps_per_slice: int = 40
     steps_max: int = 260
     holdout: float = 0.25
+    holdout_whole_from: int = 4
     polarity: str = "auto"
     start: str = "parent"
     retune: bool = True
@@ -205,8 +210,7 @@ def finetune_round(
     cfg = config or RoundConfig()
     t0 = time.perf_counter()
     imgs, labs, zs = corrected_pairs(images, labels, slices, channel_axis, parent.in_channels)
-    boxes = {i: b for i, lab in enumerate(labs)
-             if (b := holdout_box(lab.shape, i, cfg.holdout)) is not None}
+    boxes = holdout_boxes(labs, cfg.holdout, cfg.holdout_whole_from)
     yield Stage(f"checking {parent.record.get('name', 'the model')} on {len(imgs)} corrected slice(s)")
     parent_probs = yield from predict_slices(parent, imgs, cfg.train.device)
     model, flip, parent_probs = yield from _pick_polarity(
@@ -223,6 +227,7 @@ def finetune_round(
     if train_cfg.anchor_weight > 0 and t_anchors:
         prepared = yield from _anchor(model, t_anchors, cfg.train.device)
     losses: list[float] = []
+    t_imgs, t_labs, t_boxes = trainable(t_imgs, t_labs, t_boxes)
     for ev in fine_tune(model, t_imgs, t_labs, train_cfg, channel_axis=0, exclude=t_boxes,
                         resume=resume, anchors=prepared):
         losses.append(ev.loss)
@@ -248,7 +253,8 @@ def finetune_round(
         loss_last=float(np.mean(losses[-n:])) if losses else float("nan"),
         postprocess=check.new_postprocess, regime="refine" if good else "adapt",
         by_pixels=check.by_pixels, scale=input_scale(model),
-        object_diameter=object_diameter(labs), rescaled=rescaled)
+        object_diameter=object_diameter(labs), rescaled=rescaled,
+        whole_slices=len(imgs) - len(t_imgs))
     describe_version(model, parent, report, zs, name, cfg.start)
     return RoundResult(model, check.better, report)
 

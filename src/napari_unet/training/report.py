@@ -38,11 +38,14 @@ class RoundReport:
     scale: float = 1.0  # the new version's input scale
     object_diameter: float | None = None  # median object diameter in the corrections (px)
     rescaled: bool = False  # the round changed the input scale
+    whole_slices: int = 0  # corrected slices held back whole (none trained on)
 
     def summary(self) -> str:
         """One line for the dock's status and the CLI, e.g. "F1 0.41 -> 0.83"."""
         where = "held-back parts of your corrections" if self.held_back else \
             "your corrections (trained on; no part held back)"
+        if self.whole_slices:
+            where = (f"{self.whole_slices} corrected slice(s) held back (never trained on)")
         verdict = "better" if self.accepted else "NOT better: keep the parent"
         if self.by_pixels:
             verdict += (": a tie, decided by the pixels" if self.accepted else
