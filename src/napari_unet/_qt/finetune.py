@@ -116,6 +116,11 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
             "keep uncorrected slices (anchor)", self, checked=defaults.anchor_weight > 0,
             tip="Stacks: keep the model's predictions on three uncorrected slices while it "
                 "learns the corrections")
+        self.scale_combo = QComboBox(self)
+        self.scale_combo.addItems(["auto", "keep"])
+        self.scale_combo.setToolTip("auto: when your objects' size differs from the size the "
+                                    "model learned, the new version resamples its input to "
+                                    "it; keep: the current version's input scale")
         self.scratch_check = check_box("start from scratch", self, tip="Train a new network "
                                        "of the current model's shape: for data far from every "
                                        "starter model")
@@ -146,6 +151,7 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         aug_row.addWidget(self.augment_check, 1)
         aug_row.addWidget(self.preview_button)
         train_form.addRow(aug_row)
+        train_form.addRow("input scale", self.scale_combo)
         train_form.addRow(self.anchor_check)
         train_form.addRow(self.scratch_check)
         train_form.addRow(self.predict_after_check)
@@ -235,8 +241,10 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         """Build the round's :class:`~napari_unet.training.loop.RoundConfig` from the dock's settings."""
         from ..training.augment import AugmentConfig
         from ..training.loop import RoundConfig
+        from ..training.scale import ScaleConfig
 
-        cfg = RoundConfig(start="scratch" if self.scratch_check.isChecked() else "parent")
+        cfg = RoundConfig(start="scratch" if self.scratch_check.isChecked() else "parent",
+                          scale=ScaleConfig(mode=self.scale_combo.currentText()))
         t = cfg.train
         t.steps = self.steps_spin.value()  # 0: scaled to the corrected data
         t.lr, t.tile, t.device = self.lr_spin.value(), self.tile_spin.value(), \
