@@ -40,6 +40,7 @@ from ..inference.postprocess import postprocess_settings
 from ..inference.rescale import input_scale, object_diameter
 from ..jobs import Stage
 from ..model import UNet
+from ..model_record import ModelRecord
 from .anchoring import Anchors, anchor_predictions, prepare_anchors
 from .pairs import corrected_pairs
 from .report import RoundReport, RoundResult, describe_version
@@ -155,11 +156,11 @@ def _new_start(parent: UNet, cfg: RoundConfig) -> UNet:
 
         torch.manual_seed(cfg.train.seed)
         model = UNet(**{k: v for k, v in parent.config.to_dict().items()})
-        model.record = {"postprocess": dict(parent.record.get("postprocess") or {}),
-                        "predict": dict(parent.record.get("predict") or {}),
-                        "expand_labels": parent.record.get("expand_labels", 0)}
-        if parent.record.get("object_diameter"):
-            model.record["object_diameter"] = parent.record["object_diameter"]
+        rec = ModelRecord.of(parent)
+        model.record = ModelRecord(postprocess=dict(rec.postprocess or {}),
+                                   predict=dict(rec.predict or {}),
+                                   expand_labels=rec.expand_labels or 0,
+                                   object_diameter=rec.object_diameter).to_dict()
         return model
     return copy.deepcopy(parent)
 

@@ -30,6 +30,7 @@ from ..inference.rescale import (
     scale_box,
     scaled_shape,
 )
+from ..model_record import ModelRecord
 
 
 @dataclass
@@ -80,7 +81,7 @@ def measured_scale(model: Any, labels: Sequence[np.ndarray], cfg: ScaleConfig) -
     if cfg.mode != "auto":
         value = float(cfg.mode)
         return None if math.isclose(value, current) else value
-    known = (getattr(model, "record", None) or {}).get("object_diameter")
+    known = ModelRecord.of(model).object_diameter
     seen = object_diameter(labels)
     if not known or not seen:
         return None
