@@ -225,7 +225,8 @@ def finetune_round(
     refine = good and cfg.start == "parent"  # a good parent stays unless clearly beaten
     t_imgs, t_labs, t_boxes, t_anchors = to_scale(input_scale(model), imgs, labs, boxes,
                                                   anchors)
-    train_cfg = _train_config(cfg, t_labs, refine, bool(refine and anchors))
+    train_cfg = _train_config(cfg, t_labs, refine, bool(refine and anchors),
+                              postprocess_settings(parent)["fill"])
     yield Stage(f"training {train_cfg.steps} steps")
     prepared = None
     if train_cfg.anchor_weight > 0 and t_anchors:
@@ -322,10 +323,17 @@ def _is_good(parent: UNet, quality: float, cfg: RoundConfig) -> bool:
 
 
 def _train_config(cfg: RoundConfig, labs: list[np.ndarray], refine: bool, anchor: bool,
-                  ) -> TrainConfig:
-    """The round's training settings: steps for the data, a small rate to refine a good parent."""
+                  fill: bool = False) -> TrainConfig:
+    """The round's training settings: steps for the data, a small rate to refine a good parent.
+
+    ``fill``: cells that tile the image, where every crop is full of objects; centring crops
+    on them only moves crops off the image border (``object_crops`` is then 0; with it, low
+    contrast EM after one corrected slice went from 0.091 to 0.179).
+    """
     train_cfg = copy.deepcopy(cfg.train)
     train_cfg.steps = cfg.steps_for([lab.size for lab in labs])
+    if fill:
+        train_cfg.object_crops = 0.0
     if not anchor:
         train_cfg.anchor_weight = 0.0
     if refine:
