@@ -17,7 +17,8 @@ MAX_FUNCTION_LINES = 60
 #: Functions left longer than MAX_FUNCTION_LINES, ``"<file in the package>:<qualified name>"``
 #: -> why. Keep it short: an entry whose function got short (or went) must leave the list.
 LONG_FUNCTIONS = {
-    "training/loop.py:finetune_round": "being reworked",
+    "training/loop.py:finetune_round": "a 30-line NumPy docstring over a body of ~30 lines, "
+                                       "one helper call per stage of the round",
     "inference/predict.py:predict_slice_iter": "being reworked",
     "cli_train.py:cmd_train": "being reworked",
     "bioimageio/export.py:export_bioimageio": "being reworked",

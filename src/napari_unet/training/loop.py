@@ -216,12 +216,7 @@ def finetune_round(
     imgs, labs, zs = corrected_pairs(images, labels, slices, channel_axis, parent.in_channels)
     boxes = holdout_boxes(labs, cfg.holdout, cfg.holdout_whole_from)
     yield Stage(f"checking {parent.record.get('name', 'the model')} on {len(imgs)} corrected slice(s)")
-    parent_probs = yield from predict_slices(parent, imgs, cfg.train.device)
-    model, flip, parent_probs = yield from _pick_polarity(
-        parent, _new_start(parent, cfg), imgs, labs, boxes, parent_probs, cfg)
-    model, parent_probs, rescaled = yield from _pick_scale(parent, model, imgs, labs,
-                                                           parent_probs, cfg)
-    good = _is_good(parent, parent_quality(model, parent_probs, labs), cfg)
+    model, flip, rescaled, good = yield from _choose_start(parent, imgs, labs, boxes, cfg)
     refine = good and cfg.start == "parent"  # a good parent stays unless clearly beaten
     t_imgs, t_labs, t_boxes, t_anchors = to_scale(input_scale(model), imgs, labs, boxes,
                                                   anchors)
@@ -231,37 +226,75 @@ def finetune_round(
     prepared = None
     if train_cfg.anchor_weight > 0 and t_anchors:
         prepared = yield from _anchor(model, t_anchors, cfg.train.device)
-    losses: list[float] = []
-    t_imgs, t_labs, t_boxes = trainable(t_imgs, t_labs, t_boxes)
-    for ev in fine_tune(model, t_imgs, t_labs, train_cfg, channel_axis=0, exclude=t_boxes,
-                        resume=resume, anchors=prepared):
-        losses.append(ev.loss)
-        yield ev
-    model.eval()  # fine_tune trained ``model`` in place
-    yield Stage("re-tuning the post-processing and comparing with the parent")
-    prefer = None
-    if prepared is not None and prepared.images and cfg.retune:
-        yield Stage("comparing with the parent on the uncorrected slices")
-        prefer = anchor_agreement(postprocess_settings(parent), prepared.probs,
-                                  anchor_predictions(model, prepared, cfg.train.device))
-    margin = (cfg.refine_margin_rand if postprocess_settings(parent)["fill"]
-              else cfg.refine_margin_f1) if refine else 0.0
-    check: CheckResult = yield from score_blocks(parent, model, imgs, labs, boxes,
-                                                 cfg.train.device, cfg.retune, prefer, margin)
-    n = max(1, len(losses) // 10)
+    losses, n_trained = yield from _train(model, t_imgs, t_labs, t_boxes, train_cfg, resume,
+                                          prepared)
+    check = yield from _check(parent, model, imgs, labs, boxes, prepared, refine, cfg)
+    first, last = _loss_ends(losses)
     report = RoundReport(
         metric=check.metric, parent_score=check.parent_score, new_score=check.new_score,
         accepted=check.better, held_back=bool(boxes), inverted=flip,
         anchored=len(prepared.images) if prepared is not None else 0, steps=len(losses),
-        seconds=time.perf_counter() - t0, n_slices=len(imgs),
-        loss_first=float(np.mean(losses[:n])) if losses else float("nan"),
-        loss_last=float(np.mean(losses[-n:])) if losses else float("nan"),
-        postprocess=check.new_postprocess, regime="refine" if good else "adapt",
-        by_pixels=check.by_pixels, scale=input_scale(model),
-        object_diameter=object_diameter(labs), rescaled=rescaled,
-        whole_slices=len(imgs) - len(t_imgs))
+        seconds=time.perf_counter() - t0, n_slices=len(imgs), loss_first=first,
+        loss_last=last, postprocess=check.new_postprocess,
+        regime="refine" if good else "adapt", by_pixels=check.by_pixels,
+        scale=input_scale(model), object_diameter=object_diameter(labs), rescaled=rescaled,
+        whole_slices=len(imgs) - n_trained)
     describe_version(model, parent, report, zs, name, cfg.start)
     return RoundResult(model, check.better, report)
+
+
+def _choose_start(parent: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
+                  boxes: dict[int, Any], cfg: RoundConfig,
+                  ) -> Generator[Any, None, tuple[UNet, bool, bool, bool]]:
+    """The network to train, from the parent's predictions of the corrected slices.
+
+    Returns it (with the polarity and input scale the corrections call for), whether its
+    input is inverted, whether it was rescaled, and whether the parent already segments the
+    corrections well (the *refine* regime).
+    """
+    probs = yield from predict_slices(parent, imgs, cfg.train.device)
+    model, flip, probs = yield from _pick_polarity(parent, _new_start(parent, cfg), imgs, labs,
+                                                   boxes, probs, cfg)
+    model, probs, rescaled = yield from _pick_scale(parent, model, imgs, labs, probs, cfg)
+    return model, flip, rescaled, _is_good(parent, parent_quality(model, probs, labs), cfg)
+
+
+def _train(model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray], boxes: dict[int, Any],
+           train_cfg: TrainConfig, resume: str | None, anchors: Anchors | None,
+           ) -> Generator[Any, None, tuple[list[float], int]]:
+    """Train ``model`` in place on the slices not wholly held back; their losses and count."""
+    losses: list[float] = []
+    imgs, labs, boxes = trainable(imgs, labs, boxes)
+    for ev in fine_tune(model, imgs, labs, train_cfg, channel_axis=0, exclude=boxes,
+                        resume=resume, anchors=anchors):
+        losses.append(ev.loss)
+        yield ev
+    model.eval()
+    return losses, len(imgs)
+
+
+def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
+           boxes: dict[int, Any], anchors: Anchors | None, refine: bool, cfg: RoundConfig,
+           ) -> Generator[Any, None, CheckResult]:
+    """Re-tune the post-processing and compare the new version with its parent."""
+    yield Stage("re-tuning the post-processing and comparing with the parent")
+    prefer = None
+    if anchors is not None and anchors.images and cfg.retune:
+        yield Stage("comparing with the parent on the uncorrected slices")
+        prefer = anchor_agreement(postprocess_settings(parent), anchors.probs,
+                                  anchor_predictions(model, anchors, cfg.train.device))
+    margin = (cfg.refine_margin_rand if postprocess_settings(parent)["fill"]
+              else cfg.refine_margin_f1) if refine else 0.0
+    return (yield from score_blocks(parent, model, imgs, labs, boxes, cfg.train.device,
+                                    cfg.retune, prefer, margin))
+
+
+def _loss_ends(losses: list[float]) -> tuple[float, float]:
+    """Mean loss of the first and of the last 10 % of the steps (NaN without steps)."""
+    if not losses:
+        return float("nan"), float("nan")
+    n = max(1, len(losses) // 10)
+    return float(np.mean(losses[:n])), float(np.mean(losses[-n:]))
 
 
 def _pick_polarity(parent: UNet, start: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
