@@ -121,7 +121,39 @@ def cmd_train(a: argparse.Namespace) -> int:
     pairs = input_pairs(a.images, a.labels)
     check_output(a.output, inputs=[*a.images, *a.labels, a.model, a.resume, a.checkpoint],
                  overwrite=a.overwrite)
-    if len(pairs) > 1 and a.slices:
+    _check_train_args(a, len(pairs))
+    from .training.loop import finetune_round
+
+    model = _start_model(a)
+    cfg = _round_config(a)
+    chosen = parse_slices(a.slices)
+    images, labels, axis, anchors, got = _round_inputs(pairs, model, a, chosen)
+    result = _run_round(finetune_round(model, images, labels, cfg, slices=chosen,
+                                       channel_axis=axis, anchors=anchors,
+                                       name=Path(a.output).stem, resume=a.resume))
+    if len(pairs) > 1:
+        update_record(result.model, data=got.data_note())
+    _report_round(result, a)
+    return 0
+
+
+def _check_train_args(a: argparse.Namespace, n_pairs: int) -> None:
+    """Reject out-of-range ``train`` options before anything is loaded.
+
+    Parameters
+    ----------
+    a : argparse.Namespace
+        The parsed ``train`` arguments.
+    n_pairs : int
+        How many image/labels pairs were given.
+
+    Raises
+    ------
+    ValueError
+        ``--slices`` with several pairs, or ``--steps``, ``--lr``, ``--anchor-weight`` or
+        ``--tile`` out of range.
+    """
+    if n_pairs > 1 and a.slices:
         raise ValueError("--slices needs one --images/--labels pair; with several, every "
                          "slice holding labels is a corrected one")
     if a.steps is not None and a.steps < 1:
@@ -134,23 +166,53 @@ def cmd_train(a: argparse.Namespace) -> int:
         raise ValueError("--lr must be above 0")
     if a.tile is not None and not 16 <= a.tile <= 4096:
         raise ValueError(f"--tile must be between 16 and 4096 px, got {a.tile}")
-    from .inference.inputs import to_model_channels
+
+
+def _start_model(a: argparse.Namespace) -> Any:
+    """The network the round starts from.
+
+    Parameters
+    ----------
+    a : argparse.Namespace
+        The parsed ``train`` arguments (``--model``, ``--resume``, ``--seed``).
+
+    Returns
+    -------
+    UNet
+        ``--model``; else the network of the ``--resume`` checkpoint; else a new network
+        of the default architecture, seeded with ``--seed``.
+    """
     from .model import UNet
-    from .model_files import load_checkpoint, load_model, save_model_or_rescue
-    from .training.loop import RoundConfig, finetune_round
-    from .training.pairs import pick_slices
+    from .model_files import load_checkpoint, load_model
     from .training.train import DEFAULT_ARCHITECTURE
 
     if a.model:
-        model = load_model(a.model)
-    elif a.resume:
-        model = load_checkpoint(a.resume)["model"]  # same architecture as the checkpoint
-    else:
-        import torch
+        return load_model(a.model)
+    if a.resume:
+        return load_checkpoint(a.resume)["model"]  # same architecture as the checkpoint
+    import torch
 
-        torch.manual_seed(a.seed)
-        model = UNet(**DEFAULT_ARCHITECTURE)
-        update_record(model, name="new network")
+    torch.manual_seed(a.seed)
+    model = UNet(**DEFAULT_ARCHITECTURE)
+    update_record(model, name="new network")
+    return model
+
+
+def _round_config(a: argparse.Namespace) -> Any:
+    """The :class:`~napari_unet.training.loop.RoundConfig` the options ask for.
+
+    Parameters
+    ----------
+    a : argparse.Namespace
+        The parsed ``train`` arguments.
+
+    Returns
+    -------
+    RoundConfig
+        Polarity, start, hold-out and scale of the round, and its training settings
+        (options left out keep their defaults).
+    """
+    from .training.loop import RoundConfig
     from .training.scale import ScaleConfig
 
     cfg = RoundConfig(polarity=a.polarity if a.model else "keep",
@@ -165,27 +227,63 @@ def cmd_train(a: argparse.Namespace) -> int:
             setattr(t, key, getattr(a, key))
     if a.no_augment:
         t.augment.enabled = False
-    chosen = parse_slices(a.slices)
-    anchors = None
+    return cfg
+
+
+def _round_inputs(
+    pairs: list[tuple[Path, Path]], model: Any, a: argparse.Namespace, chosen: list[int] | None
+) -> tuple[Any, Any, int | None, list[np.ndarray] | None, Any]:
+    """Read the images and labels of the round, and pick the anchor slices.
+
+    Parameters
+    ----------
+    pairs : list of tuple of Path
+        The image and labels files.
+    model : UNet
+        The start model (its input channels).
+    a : argparse.Namespace
+        The parsed ``train`` arguments.
+    chosen : list of int, optional
+        The ``--slices`` given (one pair only).
+
+    Returns
+    -------
+    tuple
+        Images, labels, their channel axis, the anchor slices (or None) and, with several
+        pairs, the gathered pairs (else None).
+    """
+    from .inference.inputs import to_model_channels
+    from .training.pairs import pick_slices
+
     if len(pairs) > 1:
         got = _gather(pairs, model, a)
-        images, labels, axis = got.images, got.labels, 0
         anchors = (got.anchors or None) if a.model else None
-    else:
-        images, labels = read_array(pairs[0][0]), read_array(pairs[0][1])
-        images, axis = to_model_channels(images, model.in_channels, a.channel_axis,
-                                         parse_channel(a.channel))
-        if a.model and axis is None and np.ndim(images) == 3 and np.ndim(labels) == 3:
-            # as in the Fine-tune dock: three uncorrected slices anchor the fine-tuning
-            from .training.train import annotated_slices
+        return got.images, got.labels, 0, anchors, got
+    anchors = None
+    images, labels = read_array(pairs[0][0]), read_array(pairs[0][1])
+    images, axis = to_model_channels(images, model.in_channels, a.channel_axis,
+                                     parse_channel(a.channel))
+    if a.model and axis is None and np.ndim(images) == 3 and np.ndim(labels) == 3:
+        # as in the Fine-tune dock: three uncorrected slices anchor the fine-tuning
+        from .training.train import annotated_slices
 
-            done = chosen or annotated_slices(labels, a.ignore_label)
-            anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], done)]
-    result = _run_round(finetune_round(model, images, labels, cfg, slices=chosen,
-                                       channel_axis=axis, anchors=anchors,
-                                       name=Path(a.output).stem, resume=a.resume))
-    if len(pairs) > 1:
-        update_record(result.model, data=got.data_note())
+        done = chosen or annotated_slices(labels, a.ignore_label)
+        anchors = [np.asarray(images[z]) for z in pick_slices(np.shape(images)[0], done)]
+    return images, labels, axis, anchors, None
+
+
+def _report_round(result: Any, a: argparse.Namespace) -> None:
+    """Print the self-check and the loss, and write the new model.
+
+    Parameters
+    ----------
+    result : RoundResult
+        What :func:`napari_unet.training.loop.finetune_round` returned.
+    a : argparse.Namespace
+        The parsed ``train`` arguments (``--model``, ``--output``).
+    """
+    from .model_files import save_model_or_rescue
+
     rep = result.report
     print(f"self-check {rep.summary()}")
     print(f"loss {rep.loss_first:.4f} -> {rep.loss_last:.4f} over {rep.steps} steps "
@@ -198,7 +296,6 @@ def cmd_train(a: argparse.Namespace) -> int:
               f"{a.output} was written, but keep using {a.model} unless you check it "
               "yourself", file=sys.stderr)
     print(f"wrote {written}")
-    return 0
 
 
 def add_train_parser(sub: Any, output_flags: Callable[[argparse.ArgumentParser], None]) -> None:

@@ -334,13 +334,7 @@ def export_bioimageio(
         description invalid (nothing is written then).
     """
     require_bioimageio()
-    if getattr(model, "is_bioimageio_runtime", False):
-        raise ValueError(f"{ModelRecord.of(model).name} is a bioimage.io model not written by "
-                         "napari-unet: share its own package instead")
-    if not isinstance(model, UNet):
-        from ..model_files import load_model
-
-        model = load_model(model)
+    model = _exportable(model)
     path = Path(path)
     if path.suffix.lower() != ".zip":
         raise ValueError(f"a bioimage.io package is a .zip file, got {path}")
@@ -358,6 +352,18 @@ def export_bioimageio(
         with atomic_output(path, directory=False) as out:
             _save_package(rdf, folder, out)
     return path
+
+
+def _exportable(model: UNet | str | os.PathLike) -> UNet:
+    """``model`` as a :class:`UNet` (loaded if a name or file); bioimage.io runtimes refused."""
+    if getattr(model, "is_bioimageio_runtime", False):
+        raise ValueError(f"{ModelRecord.of(model).name} is a bioimage.io model not written by "
+                         "napari-unet: share its own package instead")
+    if not isinstance(model, UNet):
+        from ..model_files import load_model
+
+        model = load_model(model)
+    return model
 
 
 def first_error(descr: Any) -> str:

@@ -95,6 +95,44 @@ def as_image_view(image: Any, in_channels: int = 1, channel_axis: int | None = N
     TypeError
         Non-numeric data.
     """
+    image, shape = _numeric_array(image)
+    nd = len(shape)
+    channel_axis = _checked_channel_axis(shape, channel_axis)
+    if nd == 3 and channel_axis is None:
+        channel_axis = _guess_3d_channel_axis(shape, in_channels)
+    c_axis = channel_axis
+    n_ch = shape[c_axis] if c_axis is not None else 1
+    if n_ch != in_channels:
+        raise ValueError(
+            f"the model expects {in_channels} input channel(s) but the image has {n_ch} "
+            f"(shape {shape}, channel axis {c_axis})"
+        )
+    z_axis, yx_axes = _spatial_axes(shape, c_axis)
+    n_slices = shape[z_axis] if z_axis is not None else 1
+    return ImageView(image, z_axis, c_axis, z_axis is not None, n_slices,
+                     (shape[yx_axes[0]], shape[yx_axes[1]]))
+
+
+def _numeric_array(image: Any) -> tuple[Any, tuple[int, ...]]:
+    """Check that ``image`` is a non-empty numeric array.
+
+    Parameters
+    ----------
+    image : array-like
+        The input; objects without ``shape`` and ``dtype`` go through ``np.asarray``.
+
+    Returns
+    -------
+    tuple
+        The array (unchanged when it already was one) and its shape as ints.
+
+    Raises
+    ------
+    TypeError
+        Non-numeric data.
+    ValueError
+        An empty array or a 0D one.
+    """
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
         image = np.asarray(image)
     shape = tuple(int(s) for s in image.shape)
@@ -102,6 +140,29 @@ def as_image_view(image: Any, in_channels: int = 1, channel_axis: int | None = N
         raise TypeError(f"image must be numeric, got dtype {image.dtype}")
     if len(shape) == 0 or 0 in shape:
         raise ValueError(f"image is empty (shape {shape})")
+    return image, shape
+
+
+def _checked_channel_axis(shape: tuple[int, ...], channel_axis: int | None) -> int | None:
+    """Normalise ``channel_axis`` and check the dimensionality of ``shape``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The (non-empty) image shape.
+    channel_axis : int, optional
+        The channel axis as given, possibly negative.
+
+    Returns
+    -------
+    int or None
+        The channel axis in ``range(len(shape))``, or None.
+
+    Raises
+    ------
+    ValueError
+        4D (or higher) input without a channel axis, or not 2D, 3D or 4D.
+    """
     nd = len(shape)
     if channel_axis is not None:
         channel_axis = channel_axis % nd
@@ -112,27 +173,69 @@ def as_image_view(image: Any, in_channels: int = 1, channel_axis: int | None = N
         )
     if nd > 4 or nd < 2:
         raise ValueError(f"expected a 2D, 3D or 4D image, got shape {shape}")
-    if nd == 3 and channel_axis is None:
-        if in_channels > 1 and shape[0] == in_channels:
-            channel_axis = 0
-        elif in_channels > 1 and shape[-1] == in_channels:
-            channel_axis = 2
-        elif in_channels > 1:
-            raise ValueError(
-                f"the model expects {in_channels} channels but the image has shape {shape}"
-            )
-        elif shape[-1] in (3, 4) and min(shape[:2]) > 4:
-            raise ValueError(
-                f"image of shape {shape} looks like RGB(A) but the model takes 1 channel: "
-                "convert it to grayscale, or state the layout (channel_axis=...)"
-            )
-    c_axis = channel_axis
-    n_ch = shape[c_axis] if c_axis is not None else 1
-    if n_ch != in_channels:
+    return channel_axis
+
+
+def _guess_3d_channel_axis(shape: tuple[int, ...], in_channels: int) -> int | None:
+    """Find the channel axis of a 3D image given without one.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The 3D image shape.
+    in_channels : int
+        Channels the model expects.
+
+    Returns
+    -------
+    int or None
+        0 or 2 for a multi-channel model whose channel count matches that axis, else
+        None (a ``(Z, Y, X)`` stack).
+
+    Raises
+    ------
+    ValueError
+        A multi-channel model and no matching axis, or an RGB(A)-looking image for a
+        single-channel model.
+    """
+    if in_channels > 1 and shape[0] == in_channels:
+        return 0
+    if in_channels > 1 and shape[-1] == in_channels:
+        return 2
+    if in_channels > 1:
         raise ValueError(
-            f"the model expects {in_channels} input channel(s) but the image has {n_ch} "
-            f"(shape {shape}, channel axis {c_axis})"
+            f"the model expects {in_channels} channels but the image has shape {shape}"
         )
+    if shape[-1] in (3, 4) and min(shape[:2]) > 4:
+        raise ValueError(
+            f"image of shape {shape} looks like RGB(A) but the model takes 1 channel: "
+            "convert it to grayscale, or state the layout (channel_axis=...)"
+        )
+    return None
+
+
+def _spatial_axes(shape: tuple[int, ...], c_axis: int | None) -> tuple[int | None, list[int]]:
+    """Split the non-channel axes of ``shape`` into an optional Z axis and Y, X.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The image shape (2D to 4D).
+    c_axis : int, optional
+        The channel axis, if any.
+
+    Returns
+    -------
+    tuple
+        The Z axis (None for a single slice) and the two spatial axes.
+
+    Raises
+    ------
+    ValueError
+        Not exactly two spatial axes plus at most a Z axis, or spatial axes that are not
+        the last two (or the two before a trailing channel axis).
+    """
+    nd = len(shape)
     spatial = [a for a in range(nd) if a != c_axis]
     if len(spatial) == 3:
         z_axis, yx_axes = spatial[0], spatial[1:]
@@ -142,9 +245,7 @@ def as_image_view(image: Any, in_channels: int = 1, channel_axis: int | None = N
         raise ValueError(f"cannot find two spatial axes in shape {shape}")
     if yx_axes != [nd - 2, nd - 1] and not (c_axis == nd - 1 and yx_axes == [nd - 3, nd - 2]):
         raise ValueError(f"the spatial axes must be the last two (or before RGB), shape {shape}")
-    n_slices = shape[z_axis] if z_axis is not None else 1
-    return ImageView(image, z_axis, c_axis, z_axis is not None, n_slices,
-                     (shape[yx_axes[0]], shape[yx_axes[1]]))
+    return z_axis, yx_axes
 
 
 #: Luminance weights (ITU-R BT.601) for RGB to gray.

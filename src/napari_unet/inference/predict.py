@@ -137,18 +137,30 @@ def predict_slice_iter(
     done = 0
     try:
         for chunk, (p, s) in zip(batches, results, strict=True):
-            for n, (i, j) in enumerate(chunk):
-                (y0, y1), (x0, x1) = plans[0].keep(i), plans[1].keep(j)
-                sy, sx = off + y0 - plans[0].starts[i], off + x0 - plans[1].starts[j]
-                probs[:, y0:y1, x0:x1] = p[n, :, sy : sy + y1 - y0, sx : sx + x1 - x0]
-                if spread is not None and s is not None:
-                    spread[y0:y1, x0:x1] = s[n, sy : sy + y1 - y0, sx : sx + x1 - x0]
+            _paste_batch(probs, spread, p, s, chunk, plans, off)
             done += len(chunk)
             yield done, total
     finally:
         if hasattr(results, "close"):
             results.close()
     return probs, spread
+
+
+def _paste_batch(
+    probs: np.ndarray, spread: np.ndarray | None, p: np.ndarray, s: np.ndarray | None,
+    chunk: list[tuple[int, int]], plans: tuple[AxisPlan, AxisPlan], off: int,
+) -> None:
+    """Copy the kept centre of each tile of ``chunk`` into ``probs`` (and ``spread``).
+
+    ``p`` (``(N, K, ty', tx')``) and ``s`` (``(N, ty', tx')`` or None) are the network
+    outputs of the batch; ``off`` is where the useful output starts (:func:`crop_offset`).
+    """
+    for n, (i, j) in enumerate(chunk):
+        (y0, y1), (x0, x1) = plans[0].keep(i), plans[1].keep(j)
+        sy, sx = off + y0 - plans[0].starts[i], off + x0 - plans[1].starts[j]
+        probs[:, y0:y1, x0:x1] = p[n, :, sy : sy + y1 - y0, sx : sx + x1 - x0]
+        if spread is not None and s is not None:
+            spread[y0:y1, x0:x1] = s[n, sy : sy + y1 - y0, sx : sx + x1 - x0]
 
 
 def _plans(
