@@ -85,3 +85,23 @@ def test_the_round_prefers_the_measured_scale_then_halfway_then_its_own():
     assert pick_scale([(2.0, 0.40), (1.4, 0.45), (1.0, 0.60)], False, cfg) == 1.0
     # adapted Rand error: lower is better
     assert pick_scale([(2.0, 0.063), (1.4, 0.047), (1.0, 0.172)], True, cfg) == 1.4
+
+
+@pytest.mark.parametrize("own, scaled, expect_rescaled", [
+    (0.90, 0.88, False),  # a good parent keeps its scale unless clearly beaten
+    (0.80, 0.95, True),   # ... and takes one that is clearly better
+    (0.30, 0.28, True),   # a poor parent takes the measured scale on a tie
+])
+def test_which_scale_a_round_takes(monkeypatch, own, scaled, expect_rescaled):
+    import napari_unet.training.loop as loop
+
+    img, lab = _blobs(12)
+    parent = _model(object_diameter([lab]) / 2)
+    calls = iter([own, scaled, scaled])  # own scale, then measured and halfway
+    monkeypatch.setattr(loop, "parent_quality", lambda model, probs, labels: next(calls, own))
+    cfg = RoundConfig(train=TrainConfig(steps=1, tile=48, batch_size=1, device="cpu",
+                                        amp=False), polarity="keep")
+    imgs = [img[None].astype(np.float32)]
+    model, _, rescaled = run(loop._pick_scale(parent, parent, imgs, [lab], [None], cfg))
+    assert rescaled == expect_rescaled
+    assert (model.config.input_scale != 1.0) == expect_rescaled
