@@ -255,8 +255,8 @@ def _choose_start(parent: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
     probs = yield from predict_slices(parent, imgs, cfg.train.device)
     model, flip, probs = yield from _pick_polarity(parent, _new_start(parent, cfg), imgs, labs,
                                                    boxes, probs, cfg)
-    model, probs, rescaled = yield from _pick_scale(parent, model, imgs, labs, probs, cfg)
-    return model, flip, rescaled, _is_good(parent, parent_quality(model, probs, labs), cfg)
+    model, quality, rescaled = yield from _pick_scale(parent, model, imgs, labs, probs, cfg)
+    return model, flip, rescaled, _is_good(parent, quality, cfg)
 
 
 def _train(model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray], boxes: dict[int, Any],
@@ -318,8 +318,11 @@ def _pick_polarity(parent: UNet, start: UNet, imgs: list[np.ndarray], labs: list
 
 def _pick_scale(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
                 probs: list[np.ndarray], cfg: RoundConfig,
-                ) -> Generator[str, None, tuple[UNet, list[np.ndarray], bool]]:
+                ) -> Generator[Any, None, tuple[UNet, float, bool]]:
     """``model`` at the input scale the corrections' object size calls for, if any.
+
+    Returns it, the parent's quality on the corrections at that scale, and whether the
+    scale changed.
 
     When fine-tuning with ``scale.mode == "auto"``, the parent predicts the corrected slices
     at each candidate scale (:func:`~napari_unet.training.scale.candidate_scales`) and the
@@ -329,24 +332,25 @@ def _pick_scale(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np
     lost 0.018 F1 on the test images).
     """
     scale = measured_scale(model, labs, cfg.scale)
-    if scale is None:
-        return model, probs, False
-    if cfg.start != "parent" or cfg.scale.mode != "auto":
-        return with_scale(model, scale), probs, True
-    current = input_scale(model)
     q_current = parent_quality(model, probs, labs)
-    scored, all_probs = [(current, q_current)], {current: probs}
+    if scale is None:
+        return model, q_current, False
+    if cfg.start != "parent" or cfg.scale.mode != "auto":
+        return with_scale(model, scale), q_current, True
+    current = input_scale(model)
+    scored = [(current, q_current)]
     for s in candidate_scales(scale, current)[:-1]:
         yield Stage(f"checking the model at input scale {s:g} "
                     f"(objects of {object_diameter(labs):.0f} px)")
-        all_probs[s] = yield from predict_slices(with_scale(model, s), imgs, cfg.train.device)
-        scored.insert(-1, (s, parent_quality(model, all_probs[s], labs)))
+        probs_s = yield from predict_slices(with_scale(model, s), imgs, cfg.train.device)
+        scored.insert(-1, (s, parent_quality(model, probs_s, labs)))
     if _is_good(parent, q_current, cfg):  # a good parent keeps its scale unless clearly beaten
         scored.reverse()
     chosen = pick_scale(scored, postprocess_settings(parent)["fill"], cfg.scale)
+    quality = dict(scored)[chosen]
     if chosen == current:
-        return model, probs, False
-    return with_scale(model, chosen), all_probs[chosen], True
+        return model, quality, False
+    return with_scale(model, chosen), quality, True
 
 
 def _is_good(parent: UNet, quality: float, cfg: RoundConfig) -> bool:
