@@ -231,6 +231,23 @@ def test_a_refined_version_takes_the_threshold_that_reproduces_the_parent_elsewh
     assert prefer(picked) > prefer(settings) + 0.1
 
 
+def test_a_small_gain_in_agreement_with_the_parent_does_not_move_the_thresholds():
+    from napari_unet.training.selfcheck import tune_postprocess
+
+    _, lab = _blobs(0)
+    fg = (lab > 0).astype(np.float32)
+    block = [(np.stack([1 - fg, fg]), lab, (slice(None), slice(None)))]  # all perfect
+    settings = {"threshold": 0.5, "watershed": False, "min_size": 0, "fill": False,
+                "seed_threshold": None}
+
+    def slight(c: dict) -> float:  # one candidate agrees a little better, within the noise
+        return 0.005 if c["threshold"] == 0.4 and c["seed_threshold"] is None else 0.0
+
+    assert tune_postprocess(settings, block, prefer=slight)[0] == settings
+    picked, _ = tune_postprocess(settings, block, prefer=lambda c: 2 * slight(c) + slight(c))
+    assert picked["threshold"] == 0.4  # a clear gain (0.015 > half the 0.02 margin) moves it
+
+
 def test_a_tie_on_the_held_back_blocks_is_reported_as_a_tie():
     from napari_unet.training.report import RoundReport
 
