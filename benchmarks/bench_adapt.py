@@ -5,7 +5,8 @@ one default round (:func:`napari_unet.training.loop.finetune_round`, the dock's 
 starts each time from the dev-twin starter. Scored on the case's test images, which no
 round sees (their gray values only anchor, as uncorrected slices of the user's stack do):
 nuclei F1 at IoU 0.5, EM adapted Rand error of the labels. Rows per case: zero-shot, each
-k (the trained version, and what the loop keeps: the parent when the self-check rejects),
+k (the trained version, and what the loop keeps: the parent when the self-check rejects;
+with ``--rotations R``, the mean over R orders of the pool, the k-sets nested in each),
 from scratch (k = 4), the random forest (k = 4) and Otsu + distance watershed.
 
 Last line: ``RESULT <case>_k<k>=... <case>_zero=... worse_rounds=N flagged=M ...``
@@ -14,6 +15,7 @@ Last line: ``RESULT <case>_k<k>=... <case>_zero=... worse_rounds=N flagged=M ...
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import adapt_cases
@@ -63,11 +65,21 @@ def forest_score(case, k: int) -> float:
     return score(case, lambda im: cc_label(forest.prob(im) > 0.5, connectivity=1))
 
 
+def rotated(case, shift: int):
+    """``case`` with its pool rolled by ``shift``: another first image, the sets still nested."""
+    return dataclasses.replace(
+        case, pool_images=case.pool_images[shift:] + case.pool_images[:shift],
+        pool_labels=case.pool_labels[shift:] + case.pool_labels[:shift])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default=",".join(adapt_cases.NUCLEI_CASES + adapt_cases.EM_CASES))
     ap.add_argument("--ks", default="1,2,4")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--rotations", type=int, default=1,
+                    help="average each k over this many orders of the pool (rolled, so the "
+                         "k-sets stay nested): which image comes first weighs as much as k")
     a = ap.parse_args()
     ks = [int(k) for k in a.ks.split(",")]
     results, worse, flagged, rounds, secs = {}, 0, 0, 0, []
@@ -79,24 +91,32 @@ def main() -> None:
         results[f"{name}_zero"] = zero
         print(f"\n{name} ({case.kind}; {'F1' if case.kind == 'nuclei' else 'adapted Rand'}): "
               f"zero-shot {zero:.3f}")
-        print("   k  trained  kept   self-check (parent -> new)       steps  wall_s  loss drop")
+        print("   k  rot  trained  kept   self-check (parent -> new)       steps  wall_s  loss drop")
+        n_pool = len(case.pool_images)
         for k in ks:
-            res = run_round(parent, case, k, RoundConfig())
-            rep = res.report
-            s = score(case, lambda im, m=res.model: segment(m, im))
-            kept = s if res.accepted else zero
-            rounds += 1
-            secs.append(rep.seconds)
-            got_worse = better(zero, s) and abs(s - zero) > 0.01
-            worse += int(got_worse)
-            flagged += int(got_worse and not res.accepted)
-            drop = 1 - rep.loss_last / max(rep.loss_first, 1e-9)
-            print(f"{k:4d}  {s:7.3f}  {kept:5.3f}  {rep.parent_score:.3f} -> {rep.new_score:.3f} "
-                  f"{'accepted' if res.accepted else 'REJECTED'}{' inv' if rep.inverted else ''}"
-                  f"{f' x{rep.scale:g}' if rep.rescaled else ''}"
-                  f"  {rep.steps:5d}  {rep.seconds:6.1f}  {drop:8.2f}", flush=True)
-            results[f"{name}_k{k}"] = s
-            results[f"{name}_kept_k{k}"] = kept
+            trained, kept = [], []
+            for r in range(a.rotations if k < n_pool else 1):
+                res = run_round(parent, rotated(case, r * n_pool // a.rotations), k,
+                                RoundConfig())
+                rep = res.report
+                s = score(case, lambda im, m=res.model: segment(m, im))
+                trained.append(s)
+                kept.append(s if res.accepted else zero)
+                rounds += 1
+                secs.append(rep.seconds)
+                got_worse = better(zero, s) and abs(s - zero) > 0.01
+                worse += int(got_worse)
+                flagged += int(got_worse and not res.accepted)
+                drop = 1 - rep.loss_last / max(rep.loss_first, 1e-9)
+                print(f"{k:4d}  {r:3d}  {s:7.3f}  {kept[-1]:5.3f}  {rep.parent_score:.3f} -> "
+                      f"{rep.new_score:.3f} {'accepted' if res.accepted else 'REJECTED'}"
+                      f"{' inv' if rep.inverted else ''}"
+                      f"{f' x{rep.scale:g}' if rep.rescaled else ''}"
+                      f"  {rep.steps:5d}  {rep.seconds:6.1f}  {drop:8.2f}", flush=True)
+            if len(trained) > 1:
+                print(f"{k:4d} mean  {np.mean(trained):7.3f}  {np.mean(kept):5.3f}")
+            results[f"{name}_k{k}"] = float(np.mean(trained))
+            results[f"{name}_kept_k{k}"] = float(np.mean(kept))
         if not a.no_peers:
             t0 = time.perf_counter()
             scratch = run_round(parent, case, max(ks), RoundConfig(start="scratch"))
@@ -112,6 +132,7 @@ def main() -> None:
             print(f"   ({time.perf_counter() - t0:.0f} s)")
     line = " ".join(f"{k}={v:.3f}" for k, v in results.items())
     print(f"\nRESULT {line} worse_rounds={worse} flagged={flagged}/{worse} rounds={rounds} "
+          f"rotations={a.rotations} "
           f"round_s_median={np.median(secs):.1f}")
 
 
