@@ -286,8 +286,8 @@ def _report_round(result: Any, a: argparse.Namespace) -> None:
 
     rep = result.report
     print(f"self-check {rep.summary()}")
-    print(f"loss {rep.loss_first:.4f} -> {rep.loss_last:.4f} over {rep.steps} steps "
-          f"({rep.seconds:.0f} s)")
+    print(f"loss on your corrections {rep.loss_first:.4f} -> {rep.loss_last:.4f} over "
+          f"{rep.steps} steps ({rep.seconds:.0f} s)")
     written, warning = save_model_or_rescue(result.model, a.output)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)

@@ -67,3 +67,19 @@ def test_anchoring_keeps_the_unannotated_slices_predictions(tiny_net, blobs):
         after = predict(net, other, device="cpu", precision="fp32")
         changes[weight] = float(np.abs(after - before).mean())
     assert changes[20.0] < 0.5 * changes[0.0]
+
+
+def test_steps_report_the_corrections_loss_apart_from_the_anchoring_term(tiny_net, blobs):
+    import copy
+
+    img, lab = blobs
+    other = np.random.default_rng(3).integers(0, 255, img.shape).astype(np.uint8)
+    cfg = dict(steps=6, tile=32, lr=1e-2, optimizer="adam", device="cpu", amp=False,
+               augment=AugmentConfig(enabled=False))
+    plain = list(fine_tune(copy.deepcopy(tiny_net), img, lab, TrainConfig(**cfg)))
+    assert all(ev.fit_loss is None for ev in plain)  # no anchors: the loss is the fit
+    anchored = list(fine_tune(copy.deepcopy(tiny_net), img, lab,
+                              TrainConfig(anchor_weight=20.0, **cfg), anchors=[other]))
+    # the anchoring term (a KL divergence, >= 0) is added to the loss but not to the fit
+    assert all(ev.fit_loss is not None and ev.fit_loss <= ev.loss + 1e-6 for ev in anchored)
+    assert any(ev.loss > ev.fit_loss + 1e-3 for ev in anchored)

@@ -262,12 +262,16 @@ def _choose_start(parent: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
 def _train(model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray], boxes: dict[int, Any],
            train_cfg: TrainConfig, resume: str | None, anchors: Anchors | None,
            ) -> Generator[Any, None, tuple[list[float], int]]:
-    """Train ``model`` in place on the slices not wholly held back; their losses and count."""
+    """Train ``model`` in place on the slices not wholly held back.
+
+    Returns the corrections' loss of each step (without the anchoring term, which starts near 0)
+    and the number of slices trained on.
+    """
     losses: list[float] = []
     imgs, labs, boxes = trainable(imgs, labs, boxes)
     for ev in fine_tune(model, imgs, labs, train_cfg, channel_axis=0, exclude=boxes,
                         resume=resume, anchors=anchors):
-        losses.append(ev.loss)
+        losses.append(ev.loss if ev.fit_loss is None else ev.fit_loss)
         yield ev
     model.eval()
     return losses, len(imgs)

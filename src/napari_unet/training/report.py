@@ -30,8 +30,8 @@ class RoundReport:
     steps: int
     seconds: float
     n_slices: int
-    loss_first: float
-    loss_last: float
+    loss_first: float  # the corrections' loss (no anchoring term), first 10 % of the steps
+    loss_last: float  # and last 10 %
     postprocess: dict[str, Any]
     regime: str = "adapt"  # "refine": the parent already segments the corrections well
     by_pixels: bool = False  # the scores tied within the margin; the pixels decided

@@ -42,9 +42,10 @@ class TrainEvent:
 
     step: int
     steps: int
-    loss: float
+    loss: float  # what is optimised: the corrections' loss plus the anchoring term
     elapsed: float
     val_metric: float | None = None
+    fit_loss: float | None = None  # the corrections' loss alone (None: the same as ``loss``)
 
     @property
     def message(self) -> str:
@@ -165,8 +166,12 @@ class _Run:
     in_tile: int  # input edge of a training crop
     anchored: Anchors | None
 
-    def step(self, samples: list[Sample], step: int) -> float:
-        """One optimiser step on a batch of augmented crops; returns the loss (finite, else raises)."""
+    def step(self, samples: list[Sample], step: int) -> tuple[float, float]:
+        """One optimiser step on a batch of augmented crops.
+
+        Returns the loss (finite, else raises) and its corrections' term alone (the anchoring
+        term starts near 0, the network being its own anchor, and grows as it moves away).
+        """
         cfg, dev, rng = self.cfg, self.dev, self.rng
         batch = [augmented_crop(samples[int(rng.integers(len(samples)))], self.in_tile, cfg, rng)
                  for _ in range(cfg.batch_size)]
@@ -175,7 +180,7 @@ class _Run:
         w = torch.from_numpy(np.stack([b[2] for b in batch])).to(dev)
         self.opt.zero_grad(set_to_none=True)
         with torch.autocast(dev.type, dtype=self.amp, enabled=self.amp is not None):
-            loss = weighted_loss(self.model(x), t, w)
+            fit = loss = weighted_loss(self.model(x), t, w)
             if self.anchored is not None:
                 loss = loss + cfg.anchor_weight * self._anchor_term()
         if not torch.isfinite(loss):
@@ -185,7 +190,7 @@ class _Run:
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
-        return float(loss.detach())
+        return float(loss.detach()), float(fit.detach())
 
     def _anchor_term(self) -> torch.Tensor:
         """The anchoring loss on one anchor crop (one a step, whatever the batch).
@@ -242,7 +247,7 @@ def _train_steps(run: _Run, samples: list[Sample], zs: list[int],
     parent = model.record.get("name") or model.record.get("source")
     t0, ema = time.perf_counter(), None
     for step in range(run.start + 1, cfg.steps + 1):
-        loss_val = run.step(samples, step)
+        loss_val, fit = run.step(samples, step)
         ema = loss_val if ema is None else 0.9 * ema + 0.1 * loss_val
         _update_record(model, parent, samples, zs, step, ema, cfg)
         metric = None
@@ -252,7 +257,8 @@ def _train_steps(run: _Run, samples: list[Sample], zs: list[int],
             model.train()
         if cfg.checkpoint_path and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save_checkpoint(cfg.checkpoint_path, model, run.opt, cfg.to_dict(), step)
-        yield TrainEvent(step, cfg.steps, loss_val, time.perf_counter() - t0, metric)
+        yield TrainEvent(step, cfg.steps, loss_val, time.perf_counter() - t0, metric,
+                         fit if run.anchored is not None else None)
 
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, start: int) -> Any:
