@@ -311,7 +311,8 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
 
     def _on_step(self, event: Any) -> None:
         if not isinstance(event, Stage):  # a TrainEvent
-            self.plot.add(event.step, event.loss)  # the plot throttles its own redraws
+            # the corrections' loss, as the round reports it (the plot throttles its redraws)
+            self.plot.add(event.step, event.loss if event.fit_loss is None else event.fit_loss)
             self._last_step = event
         self._throttle.push(event)
 
