@@ -107,6 +107,25 @@ def test_holdout_boxes_turn_corners_and_keep_the_fraction():
     assert holdout_box((100, 200), 0, 0.0) is None and holdout_box((20, 20), 0, 0.25) is None
 
 
+def test_the_held_back_block_holds_its_share_of_the_objects():
+    lab = np.zeros((100, 100), np.int32)  # four objects top left, one bottom right
+    for i, (y, x) in enumerate([(5, 5), (5, 30), (30, 5), (30, 30), (80, 80)], 1):
+        lab[y : y + 8, x : x + 8] = i
+    for index in range(4):  # the turning corner would hold back none or most of them
+        b = holdout_box(lab.shape, index, 0.25, lab)
+        assert (b[0].start, b[1].start) == (50, 50)
+    lab[80:88, 80:88] = 0  # all in one corner: training keeps them, the corner turns
+    assert holdout_box(lab.shape, 1, 0.25, lab) == holdout_box(lab.shape, 1, 0.25)
+    one = np.zeros((100, 100), np.int32)
+    one[60:70, 60:70] = 1  # a single object stays in training: the corner turns as before
+    assert holdout_box(one.shape, 0, 0.25, one)[:2] == holdout_box(one.shape, 0, 0.25)
+    spread = np.zeros((100, 100), np.int32)  # one object in each corner: ties keep the turn
+    for i, (y, x) in enumerate([(10, 10), (10, 80), (80, 80), (80, 10)], 1):
+        spread[y : y + 8, x : x + 8] = i
+    assert [holdout_box(spread.shape, i, 0.25, spread) for i in range(4)] == \
+        [holdout_box(spread.shape, i, 0.25) for i in range(4)]
+
+
 def test_steps_scale_with_the_corrected_data():
     cfg = RoundConfig()
     one, four = cfg.steps_for([256 * 256]), cfg.steps_for([256 * 256] * 4)
