@@ -267,6 +267,14 @@ def test_a_small_gain_in_agreement_with_the_parent_does_not_move_the_thresholds(
     assert picked["threshold"] == 0.4  # a clear gain (0.015 > half the 0.02 margin) moves it
 
 
+def test_equal_scores_are_a_tie_for_the_pixels_in_either_regime():
+    from napari_unet.training.selfcheck import decisive
+
+    assert not decisive(0.0, 0.0)  # adapt: 0.000 -> 0.000 is a tie, not a loss
+    assert decisive(1e-3, 0.0) and decisive(-1e-3, 0.0)
+    assert not decisive(0.005, 0.01) and decisive(0.01, 0.01) and decisive(-0.02, 0.01)
+
+
 def test_a_tie_on_the_held_back_blocks_is_reported_as_a_tie():
     from napari_unet.training.report import RoundReport
 

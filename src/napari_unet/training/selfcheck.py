@@ -310,6 +310,16 @@ def anchor_agreement(settings: dict[str, Any], reference: Sequence[np.ndarray],
     return score
 
 
+def decisive(gain: float, margin: float) -> bool:
+    """Whether a score ``gain`` (new over parent) decides, or is a tie for the pixels.
+
+    A tie is a gain under ``margin``, or exactly 0 when ``margin`` is 0 (F1 0.000 -> 0.000 on
+    two touching nuclei that both models merged: tissue, whose new version's pixels were right
+    where the parent's were inverted, had been rejected as "not better").
+    """
+    return abs(gain) >= max(margin - 1e-9, 1e-9)
+
+
 @dataclass
 class CheckResult:
     """Parent against new on the held-back blocks."""
@@ -350,7 +360,7 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
         p_score, n_score = _block_score(settings, p_reg), _block_score(settings, n_reg)
     gain = (p_score - n_score) if fill else (n_score - p_score)
     metric = "adapted Rand error" if fill else "F1"
-    if abs(gain) >= max(margin, 1e-9) - 1e-9:
+    if decisive(gain, margin):
         return CheckResult(metric, p_score, n_score, gain > 0, n_set)
 
     def pix(model: Any, regions: Sequence[Region]) -> float:
