@@ -11,7 +11,7 @@ from napari_unet.model import UNet
 from napari_unet.normalize import Normalization
 from napari_unet.training.loop import RoundConfig, finetune_round
 from napari_unet.training.pairs import corrected_pairs, pick_slices
-from napari_unet.training.selfcheck import holdout_box, score_blocks
+from napari_unet.training.selfcheck import holdout_box, holdout_boxes, score_blocks
 from napari_unet.training.train import TrainConfig
 
 
@@ -124,6 +124,10 @@ def test_the_held_back_block_holds_its_share_of_the_objects():
         spread[y : y + 8, x : x + 8] = i
     assert [holdout_box(spread.shape, i, 0.25, spread) for i in range(4)] == \
         [holdout_box(spread.shape, i, 0.25) for i in range(4)]
+    # cells that tile the image (EM) keep the turning corners
+    assert holdout_boxes([lab, lab], 0.25, objects=False) == \
+        {i: holdout_box(lab.shape, i, 0.25) for i in range(2)}
+    assert holdout_boxes([lab], 0.25)[0] == holdout_box(lab.shape, 0, 0.25, lab)
 
 
 def test_steps_scale_with_the_corrected_data():

@@ -214,7 +214,8 @@ def finetune_round(
     cfg = config or RoundConfig()
     t0 = time.perf_counter()
     imgs, labs, zs = corrected_pairs(images, labels, slices, channel_axis, parent.in_channels)
-    boxes = holdout_boxes(labs, cfg.holdout, cfg.holdout_whole_from)
+    boxes = holdout_boxes(labs, cfg.holdout, cfg.holdout_whole_from,
+                          objects=not postprocess_settings(parent)["fill"])
     yield Stage(f"checking {parent.record.get('name', 'the model')} on {len(imgs)} corrected slice(s)")
     model, flip, rescaled, good = yield from _choose_start(parent, imgs, labs, boxes, cfg)
     refine = good and cfg.start == "parent"  # a good parent stays unless clearly beaten
