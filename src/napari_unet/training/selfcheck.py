@@ -75,10 +75,10 @@ def holdout_boxes(labels: Sequence[np.ndarray], fraction: float, whole_from: int
     for cells that tile the image, where every corner holds many: on EM the other corner
     moved the seed threshold and the ISBI labels error went 0.043 -> 0.067). With
     ``whole_from`` or more, ``round(fraction * n)`` whole slices instead, the ones whose
-    object counts are closest to the median (typical slices; ties go to the later one): an image the new version never saw. A block of a trained slice is
-    too much like the trained part: on EM at half scale with four corrected slices the
-    blocks picked a seed threshold of 0.3 (block error 0.019) where the test wanted 0.5
-    (0.073 against 0.040).
+    object counts are closest to the median (typical slices; ties go to the later one): an
+    image the new version never saw. A block of a trained slice is too much like the trained
+    part: on EM at half scale with four corrected slices the blocks picked a seed threshold
+    of 0.3 (block error 0.019) where the test wanted 0.5 (0.073 against 0.040).
     """
     n = len(labels)
     if fraction <= 0 or not whole_from or n < whole_from:
