@@ -83,3 +83,5 @@ def test_steps_report_the_corrections_loss_apart_from_the_anchoring_term(tiny_ne
     # the anchoring term (a KL divergence, >= 0) is added to the loss but not to the fit
     assert all(ev.fit_loss is not None and ev.fit_loss <= ev.loss + 1e-6 for ev in anchored)
     assert any(ev.loss > ev.fit_loss + 1e-3 for ev in anchored)
+    assert all(ev.corrections_loss == ev.fit_loss for ev in anchored)
+    assert all(ev.corrections_loss == ev.loss for ev in plain)

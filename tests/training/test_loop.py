@@ -124,6 +124,8 @@ def test_the_held_back_block_holds_its_share_of_the_objects():
         spread[y : y + 8, x : x + 8] = i
     assert [holdout_box(spread.shape, i, 0.25, spread) for i in range(4)] == \
         [holdout_box(spread.shape, i, 0.25) for i in range(4)]
+    big = np.where(lab > 0, lab.astype(np.int64) * 10**9, 0)  # painted ids can be any size
+    assert holdout_box(big.shape, 0, 0.25, big) == holdout_box(lab.shape, 0, 0.25, lab)
     # cells that tile the image (EM) keep the turning corners
     assert holdout_boxes([lab, lab], 0.25, objects=False) == \
         {i: holdout_box(lab.shape, i, 0.25) for i in range(2)}

@@ -312,7 +312,7 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
     def _on_step(self, event: Any) -> None:
         if not isinstance(event, Stage):  # a TrainEvent
             # the corrections' loss, as the round reports it (the plot throttles its redraws)
-            self.plot.add(event.step, event.loss if event.fit_loss is None else event.fit_loss)
+            self.plot.add(event.step, event.corrections_loss)
             self._last_step = event
         self._throttle.push(event)
 

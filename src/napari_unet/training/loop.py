@@ -272,7 +272,7 @@ def _train(model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray], boxes: d
     imgs, labs, boxes = trainable(imgs, labs, boxes)
     for ev in fine_tune(model, imgs, labs, train_cfg, channel_axis=0, exclude=boxes,
                         resume=resume, anchors=anchors):
-        losses.append(ev.loss if ev.fit_loss is None else ev.fit_loss)
+        losses.append(ev.corrections_loss)
         yield ev
     model.eval()
     return losses, len(imgs)

@@ -48,6 +48,11 @@ class TrainEvent:
     fit_loss: float | None = None  # the corrections' loss alone (None: the same as ``loss``)
 
     @property
+    def corrections_loss(self) -> float:
+        """The corrections' loss alone (``fit_loss``, else ``loss``)."""
+        return self.loss if self.fit_loss is None else self.fit_loss
+
+    @property
     def message(self) -> str:
         """``"step 3/60: loss 0.4120 (2 s)"``."""
         return f"step {self.step}/{self.steps}: loss {self.loss:.4f} ({self.elapsed:.0f} s)"
