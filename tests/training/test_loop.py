@@ -100,6 +100,28 @@ def test_a_copy_of_the_parent_is_not_better_than_the_parent(net):
     assert not check.better and check.parent_score == check.new_score
 
 
+def test_the_check_scores_only_the_held_back_slices(net, monkeypatch):
+    from napari_unet.training import selfcheck
+
+    pairs = [_blobs(s) for s in range(3)]
+    imgs = [im[None].astype(np.float32) for im, _ in pairs]
+    labs = [lab for _, lab in pairs]
+    boxes = {1: (slice(0, 96), slice(0, 96))}  # slice 1 held back whole; 0 and 2 were trained
+    seen: list = []
+    real = selfcheck.predict_regions
+
+    def spy(model, images, labels, bxs, device):
+        seen.append([id(lab) for lab in labels])
+        return (yield from real(model, images, labels, bxs, device))
+
+    monkeypatch.setattr(selfcheck, "predict_regions", spy)
+    _run(score_blocks(net, net, imgs, labs, boxes, "cpu"))
+    assert seen == [[id(labs[1])], [id(labs[1])]]
+    seen.clear()
+    _run(score_blocks(net, net, imgs, labs, {}, "cpu"))  # nothing held back: every slice, whole
+    assert seen[0] == [id(lab) for lab in labs]
+
+
 def test_holdout_boxes_turn_corners_and_keep_the_fraction():
     boxes = [holdout_box((100, 200), i, 0.25) for i in range(4)]
     assert [(b[0].start, b[1].start) for b in boxes] == [(0, 0), (0, 100), (50, 100), (50, 0)]
@@ -271,6 +293,34 @@ def test_a_small_gain_in_agreement_with_the_parent_does_not_move_the_thresholds(
     assert tune_postprocess(settings, block, prefer=slight)[0] == settings
     picked, _ = tune_postprocess(settings, block, prefer=lambda c: 2 * slight(c) + slight(c))
     assert picked["threshold"] == 0.4  # a clear gain (0.015 > half the 0.02 margin) moves it
+
+
+def test_agreement_must_gain_one_anchor_object_to_move_the_thresholds():
+    from napari_unet.training.selfcheck import anchor_agreement, tune_postprocess
+
+    _, lab = _blobs(0)
+    fg = (lab > 0).astype(np.float32)
+    probs = np.stack([1 - fg, fg])
+    settings = {"threshold": 0.5, "watershed": False, "min_size": 0, "fill": False,
+                "seed_threshold": None}
+    agreement = anchor_agreement(settings, [probs, probs], [probs, probs])
+    from napari_unet.inference.postprocess import labels_from_probabilities
+
+    ref = labels_from_probabilities(probs, **settings)  # the parent's objects on the anchors
+    n = 2 * len(np.unique(ref[ref > 0]))
+    assert agreement.resolution == pytest.approx(1 / n) and agreement(settings) == 1.0
+    assert anchor_agreement({**settings, "fill": True}, [probs], [probs]).resolution == 0.0
+
+    class Slight:  # 0.015 over 0.5: more than half the margin, less than one object of 40
+        resolution = 1 / 40
+
+        def __call__(self, c: dict) -> float:
+            return 0.015 if c["threshold"] == 0.4 and c["seed_threshold"] is None else 0.0
+
+    block = [(probs, lab, (slice(None), slice(None)))]
+    assert tune_postprocess(settings, block, prefer=Slight())[0] == settings
+    Slight.resolution = 1 / 100
+    assert tune_postprocess(settings, block, prefer=Slight())[0]["threshold"] == 0.4
 
 
 def test_equal_scores_are_a_tie_for_the_pixels_in_either_regime():
