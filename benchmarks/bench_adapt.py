@@ -7,9 +7,11 @@ round sees (their gray values only anchor, as uncorrected slices of the user's s
 nuclei F1 at IoU 0.5, EM adapted Rand error of the labels. Rows per case: zero-shot, each
 k (the trained version, and what the loop keeps: the parent when the self-check rejects;
 with ``--rotations R``, the mean over R orders of the pool, the k-sets nested in each),
-from scratch (k = 4), the random forest (k = 4) and Otsu + distance watershed.
+from scratch (k = 4), the random forest trained on the same k images (the same orders: the
+protocol's peer, ``../shared/EVALUATION.md``) and Otsu + distance watershed.
 
-Last line: ``RESULT <case>_k<k>=... <case>_zero=... worse_rounds=N flagged=M ...``
+Last line: ``RESULT <case>_k<k>=... <case>_forest_k<k>=... <case>_zero=... worse_rounds=N
+flagged=M below_forest=B ...`` (B: the case and k pairs whose mean trails the forest's).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def run_round(parent, case, k: int, cfg: RoundConfig):
 
 
 def forest_score(case, k: int) -> float:
+    """The random forest peer trained on the first ``k`` pool images, scored on the test."""
     forest, rng = ForestPeer(), np.random.default_rng(0)
     for im, lab in zip(case.pool_images[:k], case.pool_labels[:k], strict=True):
         fg = lab > 0
@@ -82,7 +85,7 @@ def main() -> None:
                          "k-sets stay nested): which image comes first weighs as much as k")
     a = ap.parse_args()
     ks = [int(k) for k in a.ks.split(",")]
-    results, worse, flagged, rounds, secs = {}, 0, 0, 0, []
+    results, worse, flagged, rounds, secs, below = {}, 0, 0, 0, [], 0
     for name in a.cases.split(","):
         case = adapt_cases.build(name)
         parent = load_model(TWINS / case.starter)
@@ -94,10 +97,12 @@ def main() -> None:
         print("   k  rot  trained  kept   self-check (parent -> new)       steps  wall_s  loss drop")
         n_pool = len(case.pool_images)
         for k in ks:
-            trained, kept = [], []
+            trained, kept, forests = [], [], []
             for r in range(a.rotations if k < n_pool else 1):
-                res = run_round(parent, rotated(case, r * n_pool // a.rotations), k,
-                                RoundConfig())
+                order = rotated(case, r * n_pool // a.rotations)
+                res = run_round(parent, order, k, RoundConfig())
+                if not a.no_peers:
+                    forests.append(forest_score(order, k))
                 rep = res.report
                 s = score(case, lambda im, m=res.model: segment(m, im))
                 trained.append(s)
@@ -117,13 +122,17 @@ def main() -> None:
                 print(f"{k:4d} mean  {np.mean(trained):7.3f}  {np.mean(kept):5.3f}")
             results[f"{name}_k{k}"] = float(np.mean(trained))
             results[f"{name}_kept_k{k}"] = float(np.mean(kept))
+            if forests:
+                fr = float(np.mean(forests))
+                results[f"{name}_forest_k{k}"] = fr
+                below += int(better(fr, results[f"{name}_k{k}"]))
+                print(f"{k:4d} forest on the same images: {fr:.3f}")
         if not a.no_peers:
             t0 = time.perf_counter()
             scratch = run_round(parent, case, max(ks), RoundConfig(start="scratch"))
             sc = score(case, lambda im, m=scratch.model: segment(m, im))
-            fr = forest_score(case, max(ks))
-            print(f"scratch k={max(ks)}: {sc:.3f}   forest k={max(ks)}: {fr:.3f}", end="")
-            results[f"{name}_scratch"], results[f"{name}_forest"] = sc, fr
+            print(f"scratch k={max(ks)}: {sc:.3f}", end="")
+            results[f"{name}_scratch"] = sc
             if case.kind == "nuclei":
                 ot = score(case, otsu_watershed) if np.mean(case.test_images[0]) < 128 else \
                     score(case, lambda im: otsu_watershed(255 - im))
@@ -132,7 +141,7 @@ def main() -> None:
             print(f"   ({time.perf_counter() - t0:.0f} s)")
     line = " ".join(f"{k}={v:.3f}" for k, v in results.items())
     print(f"\nRESULT {line} worse_rounds={worse} flagged={flagged}/{worse} rounds={rounds} "
-          f"rotations={a.rotations} "
+          f"below_forest={below} rotations={a.rotations} "
           f"round_s_median={np.median(secs):.1f}")
 
 
