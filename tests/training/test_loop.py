@@ -296,6 +296,7 @@ def test_a_small_gain_in_agreement_with_the_parent_does_not_move_the_thresholds(
 
 
 def test_agreement_must_gain_one_anchor_object_to_move_the_thresholds():
+    from napari_unet.inference.postprocess import labels_from_probabilities
     from napari_unet.training.selfcheck import anchor_agreement, tune_postprocess
 
     _, lab = _blobs(0)
@@ -304,8 +305,6 @@ def test_agreement_must_gain_one_anchor_object_to_move_the_thresholds():
     settings = {"threshold": 0.5, "watershed": False, "min_size": 0, "fill": False,
                 "seed_threshold": None}
     agreement = anchor_agreement(settings, [probs, probs], [probs, probs])
-    from napari_unet.inference.postprocess import labels_from_probabilities
-
     ref = labels_from_probabilities(probs, **settings)  # the parent's objects on the anchors
     n = 2 * len(np.unique(ref[ref > 0]))
     assert agreement.resolution == pytest.approx(1 / n) and agreement(settings) == 1.0
