@@ -115,7 +115,11 @@ def _relabel(lab: np.ndarray) -> np.ndarray:
 
 
 def em_case(name: str, n_pool: int = 4, seed: int = 0) -> Case:
-    """A shifted EM case from ISBI slices 10-19 (in no dev twin's training split)."""
+    """An EM case from ISBI slices 10-19 (in no dev twin's training split).
+
+    ``em_isbi`` leaves them as they are (the issue's held-out ISBI goal: two corrected
+    slices); the others shift them.
+    """
     rng = np.random.default_rng(seed)
     img, lab = datasets.em(range(10, 20))
     out_i, out_l = [], []
@@ -126,6 +130,8 @@ def em_case(name: str, n_pool: int = 4, seed: int = 0) -> Case:
         elif name == "em_half_scale":
             im, la = _zoom_pair(im, la, 0.5)
             la = _relabel(la)
+        elif name == "em_isbi":
+            pass
         elif name == "em_low_contrast":
             x = 0.35 + 0.3 * _unit(im) + 0.05 * _smooth_noise(im.shape, 30.0, rng)
             im = _to_u8(np.clip(x + 0.06 * rng.standard_normal(x.shape), 0, 1))
@@ -138,7 +144,7 @@ def em_case(name: str, n_pool: int = 4, seed: int = 0) -> Case:
 
 
 NUCLEI_CASES = ("tissue", "brightfield", "scale2x", "blur_noise")
-EM_CASES = ("em_inverted_noisy", "em_half_scale", "em_low_contrast")
+EM_CASES = ("em_inverted_noisy", "em_half_scale", "em_low_contrast", "em_isbi")
 
 
 def build(name: str) -> Case:

@@ -255,7 +255,8 @@ def test_thresholds_change_only_for_a_clear_gain_on_the_held_back_blocks():
 
 
 def test_a_refined_version_takes_the_threshold_that_reproduces_the_parent_elsewhere():
-    from napari_unet.training.selfcheck import anchor_agreement, tune_postprocess
+    from napari_unet.training.agreement import anchor_agreement
+    from napari_unet.training.selfcheck import tune_postprocess
 
     lab = np.zeros((65, 65), np.int32)  # 4 x 4 cells split by one-pixel lines, as EM labels
     for i in range(4):
@@ -297,7 +298,8 @@ def test_a_small_gain_in_agreement_with_the_parent_does_not_move_the_thresholds(
 
 def test_agreement_must_gain_one_anchor_object_to_move_the_thresholds():
     from napari_unet.inference.postprocess import labels_from_probabilities
-    from napari_unet.training.selfcheck import anchor_agreement, tune_postprocess
+    from napari_unet.training.agreement import anchor_agreement
+    from napari_unet.training.selfcheck import tune_postprocess
 
     _, lab = _blobs(0)
     fg = (lab > 0).astype(np.float32)

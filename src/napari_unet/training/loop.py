@@ -41,6 +41,7 @@ from ..inference.rescale import input_scale, object_diameter
 from ..jobs import Stage
 from ..model import UNet
 from ..model_record import ModelRecord
+from .agreement import anchor_agreement
 from .anchoring import Anchors, anchor_predictions, prepare_anchors
 from .pairs import corrected_pairs
 from .report import RoundReport, RoundResult, describe_version
@@ -54,7 +55,6 @@ from .scale import (
 )
 from .selfcheck import (
     CheckResult,
-    anchor_agreement,
     holdout_boxes,
     parent_quality,
     pixel_agreement,
