@@ -357,3 +357,12 @@ def test_for_a_good_parent_scores_within_the_margin_are_a_tie_the_pixels_decide(
     res = run(finetune_round(net, img, lab, _cfg(steps=2, refine_margin_f1=2.0)))
     assert res.report.regime == "refine" and res.report.by_pixels  # no F1 gap reaches 2.0
     assert "a tie" in res.report.summary()
+
+
+def test_em_thresholds_step_up_on_blocks_of_trained_slices_only():
+    from napari_unet.training.selfcheck import seen_step_up
+
+    em = {"threshold": 0.5, "watershed": False, "min_size": 0, "fill": True}
+    assert seen_step_up(em)["threshold"] == 0.6
+    assert seen_step_up({**em, "threshold": 0.9})["threshold"] == 0.9  # the top stays
+    assert em["threshold"] == 0.5  # the input is not modified
