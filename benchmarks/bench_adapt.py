@@ -115,7 +115,7 @@ def main() -> None:
                 drop = 1 - rep.loss_last / max(rep.loss_first, 1e-9)
                 print(f"{k:4d}  {r:3d}  {s:7.3f}  {kept[-1]:5.3f}  {rep.parent_score:.3f} -> "
                       f"{rep.new_score:.3f} {'accepted' if res.accepted else 'REJECTED'}"
-                      f"{' inv' if rep.inverted else ''}"
+                      f" {rep.regime}{' inv' if rep.inverted else ''}"
                       f"{f' x{rep.scale:g}' if rep.rescaled else ''}"
                       f"  {rep.steps:5d}  {rep.seconds:6.1f}  {drop:8.2f}", flush=True)
             if len(trained) > 1:

@@ -85,3 +85,26 @@ def test_steps_report_the_corrections_loss_apart_from_the_anchoring_term(tiny_ne
     assert any(ev.loss > ev.fit_loss + 1e-3 for ev in anchored)
     assert all(ev.corrections_loss == ev.fit_loss for ev in anchored)
     assert all(ev.corrections_loss == ev.loss for ev in plain)
+
+
+def test_blend_weights_moves_the_weights_towards_the_reference(make_tiny_net):
+    from napari_unet.model import UNet
+    from napari_unet.training.anchoring import blend_weights
+
+    torch.manual_seed(1)
+    model, ref = make_tiny_net(), make_tiny_net()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    blend_weights(model, ref, 1.0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    blend_weights(model, ref, 0.25)
+    r = ref.state_dict()
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, 0.25 * before[k] + 0.75 * r[k], atol=1e-6)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        blend_weights(model, ref, 1.5)
+    with pytest.raises(ValueError, match="different architectures"):
+        blend_weights(model, UNet(depth=1, base_channels=4), 0.5)

@@ -366,3 +366,21 @@ def test_em_thresholds_step_up_on_blocks_of_trained_slices_only():
     assert seen_step_up(em)["threshold"] == 0.6
     assert seen_step_up({**em, "threshold": 0.9})["threshold"] == 0.9  # the top stays
     assert em["threshold"] == 0.5  # the input is not modified
+
+
+def test_a_refined_version_is_blended_back_towards_its_parent(net, monkeypatch):
+    from napari_unet.training import loop
+
+    img, lab = _blobs(0)
+    monkeypatch.setattr(loop, "parent_quality", lambda model, probs, labels: 1.0)
+    parent = {k: v.clone() for k, v in net.state_dict().items()}
+
+    def moved(share: float) -> float:
+        res = run(finetune_round(net, img, lab, _cfg(steps=3, refine_blend_f1=share)))
+        assert res.report.regime == "refine"
+        return max(float((v - parent[k]).abs().max())
+                   for k, v in res.model.state_dict().items() if v.is_floating_point())
+
+    assert moved(0.0) == 0.0  # all parent
+    assert moved(1.0) > 0.0  # the trained weights
+    assert all(torch.equal(v, parent[k]) for k, v in net.state_dict().items())  # untouched

@@ -11,8 +11,8 @@ user corrected and
    version inverts its input (``Normalization.invert``);
 3. **anchors** on uncorrected slices of the same data only where the parent already
    segments the corrected slices well (anchoring a wrong parent holds it to its errors);
-4. **trains** (:func:`napari_unet.training.train.fine_tune`, AdamW with warm-up, steps scaled to the
-   amount of corrected data);
+4. **trains** (:func:`napari_unet.training.train.fine_tune`, AdamW with warm-up, steps
+   scaled to the corrected data); refining a good EM parent, blends back half-way to it;
 5. **re-tunes the post-processing** of both the parent and the new version on the held-back
    blocks, which are ground truth the new version never trained on; when the round refined
    a good parent, the settings within the blocks' margin that best reproduce the parent's
@@ -22,8 +22,7 @@ user corrected and
    F1 0.41 -> 0.83". A version that is not better is returned with ``accepted=False``:
    callers keep the parent current and say so.
 
-Yields :class:`~napari_unet.jobs.Stage` messages and :class:`~napari_unet.training.train.TrainEvent`
-steps.
+Yields :class:`~napari_unet.jobs.Stage` messages and :class:`~.train.TrainEvent` steps.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from ..jobs import Stage
 from ..model import UNet
 from ..model_record import ModelRecord
 from .agreement import anchor_agreement
-from .anchoring import Anchors, anchor_predictions, prepare_anchors
+from .anchoring import Anchors, anchor_predictions, blend_weights, prepare_anchors
 from .pairs import corrected_pairs
 from .report import RoundReport, RoundResult, describe_version
 from .scale import (
@@ -117,6 +116,9 @@ class RoundConfig:
         blocks closer than this (F1, or adapted Rand error) are a tie, which the pixels
         decide (:func:`~napari_unet.training.selfcheck.score_blocks`): a few small blocks
         are noisy (in-domain nuclei: a +0.008 block gain came with test F1 0.959 -> 0.953).
+    refine_blend_f1, refine_blend_rand : float
+        Refining a good parent, the new weights are this share of the trained ones, the rest
+        the parent's (:func:`~.anchoring.blend_weights`; 1: off), for objects / tiling cells.
     """
 
     train: TrainConfig = field(default_factory=_round_train_defaults)
@@ -135,6 +137,8 @@ class RoundConfig:
     good_parent_lr: float = 0.2
     refine_margin_f1: float = 0.01
     refine_margin_rand: float = 0.005
+    refine_blend_f1: float = 1.0
+    refine_blend_rand: float = 0.5
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def __post_init__(self) -> None:
@@ -214,21 +218,24 @@ def finetune_round(
     cfg = config or RoundConfig()
     t0 = time.perf_counter()
     imgs, labs, zs = corrected_pairs(images, labels, slices, channel_axis, parent.in_channels)
-    boxes = holdout_boxes(labs, cfg.holdout, cfg.holdout_whole_from,
-                          objects=not postprocess_settings(parent)["fill"])
+    fill = bool(postprocess_settings(parent)["fill"])
+    boxes = holdout_boxes(labs, cfg.holdout, cfg.holdout_whole_from, objects=not fill)
     yield Stage(f"checking {parent.record.get('name', 'the model')} on {len(imgs)} corrected slice(s)")
     model, flip, rescaled, good = yield from _choose_start(parent, imgs, labs, boxes, cfg)
     refine = good and cfg.start == "parent"  # a good parent stays unless clearly beaten
     t_imgs, t_labs, t_boxes, t_anchors = to_scale(input_scale(model), imgs, labs, boxes,
                                                   anchors)
-    train_cfg = _train_config(cfg, t_labs, refine, bool(refine and anchors),
-                              postprocess_settings(parent)["fill"])
+    train_cfg = _train_config(cfg, t_labs, refine, bool(refine and anchors), fill)
     yield Stage(f"training {train_cfg.steps} steps")
     prepared = None
     if train_cfg.anchor_weight > 0 and t_anchors:
         prepared = yield from _anchor(model, t_anchors, cfg.train.device)
     losses, n_trained = yield from _train(model, t_imgs, t_labs, t_boxes, train_cfg, resume,
                                           prepared)
+    share = cfg.refine_blend_rand if fill else cfg.refine_blend_f1
+    if refine and share < 1:
+        yield Stage(f"blending {1 - share:.0%} of the parent's weights back in")
+        blend_weights(model, parent, share)
     check = yield from _check(parent, model, imgs, labs, boxes, prepared, refine, cfg)
     first, last = _loss_ends(losses)
     report = RoundReport(
@@ -288,8 +295,8 @@ def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndar
         yield Stage("comparing with the parent on the uncorrected slices")
         prefer = anchor_agreement(postprocess_settings(parent), anchors.probs,
                                   anchor_predictions(model, anchors, cfg.train.device))
-    margin = (cfg.refine_margin_rand if postprocess_settings(parent)["fill"]
-              else cfg.refine_margin_f1) if refine else 0.0
+    fill = postprocess_settings(parent)["fill"]
+    margin = (cfg.refine_margin_rand if fill else cfg.refine_margin_f1) if refine else 0.0
     return (yield from score_blocks(parent, model, imgs, labs, boxes, cfg.train.device,
                                     cfg.retune, prefer, margin))
 
@@ -360,24 +367,22 @@ def _pick_scale(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np
 
 def _is_good(parent: UNet, quality: float, cfg: RoundConfig) -> bool:
     """Whether the parent already segments the corrections well (the refine regime)."""
-    return quality <= cfg.anchor_max_rand if postprocess_settings(parent)["fill"] \
-        else quality >= cfg.anchor_min_f1
+    fill = postprocess_settings(parent)["fill"]
+    return quality <= cfg.anchor_max_rand if fill else quality >= cfg.anchor_min_f1
 
 
 def _train_config(cfg: RoundConfig, labs: list[np.ndarray], refine: bool, anchor: bool,
                   fill: bool = False) -> TrainConfig:
     """The round's training settings: steps for the data, a small rate to refine a good parent.
 
-    ``fill``: cells that tile the image, where every crop is full of objects; centring crops
-    on them only moves crops off the image border (``object_crops`` is then 0; with it, low
-    contrast EM after one corrected slice went from 0.091 to 0.179).
+    ``fill`` (cells tile the image, every crop is full of objects): no object-centred crops
+    (with them, low contrast EM after one corrected slice went from 0.091 to 0.179).
     """
     train_cfg = copy.deepcopy(cfg.train)
     train_cfg.steps = cfg.steps_for([lab.size for lab in labs])
     if fill:
         train_cfg.object_crops = 0.0
-    if not anchor:
-        train_cfg.anchor_weight = 0.0
+    train_cfg.anchor_weight = train_cfg.anchor_weight if anchor else 0.0
     if refine:
         train_cfg.lr *= cfg.good_parent_lr
     return train_cfg
