@@ -384,3 +384,19 @@ def test_a_refined_version_is_blended_back_towards_its_parent(net, monkeypatch):
     assert moved(0.0) == 0.0  # all parent
     assert moved(1.0) > 0.0  # the trained weights
     assert all(torch.equal(v, parent[k]) for k, v in net.state_dict().items())  # untouched
+
+
+def test_a_failing_parent_is_scored_with_its_own_thresholds(net, monkeypatch):
+    from napari_unet.training import loop, selfcheck
+
+    img, lab = _blobs(0)
+    tuned: list = []
+    real = selfcheck.tune_postprocess
+    monkeypatch.setattr(selfcheck, "tune_postprocess",
+                        lambda *a, **kw: tuned.append(a[1]) or real(*a, **kw))
+    for quality, regime, n_tuned in ((0.0, "adapt", 1), (1.0, "refine", 2)):
+        tuned.clear()
+        monkeypatch.setattr(loop, "parent_quality", lambda m, p, lb, q=quality: q)
+        res = run(finetune_round(net, img, lab, _cfg(steps=2)))
+        assert res.report.regime == regime
+        assert len(tuned) == n_tuned  # adapt: only the new version's thresholds are tuned

@@ -298,7 +298,7 @@ def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndar
     fill = postprocess_settings(parent)["fill"]
     margin = (cfg.refine_margin_rand if fill else cfg.refine_margin_f1) if refine else 0.0
     return (yield from score_blocks(parent, model, imgs, labs, boxes, cfg.train.device,
-                                    cfg.retune, prefer, margin))
+                                    cfg.retune, prefer, margin, tune_parent=refine))
 
 
 def _loss_ends(losses: list[float]) -> tuple[float, float]:

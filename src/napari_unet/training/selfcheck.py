@@ -331,7 +331,8 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  labels: Sequence[np.ndarray], boxes: Mapping[int, Box], device: str,
                  retune: bool = True,
                  prefer: Callable[[dict[str, Any]], float] | None = None,
-                 margin: float = 0.0) -> Generator[Stage, None, CheckResult]:
+                 margin: float = 0.0, tune_parent: bool = True,
+                 ) -> Generator[Stage, None, CheckResult]:
     """Score both models on the held-back parts only (whole slices when none is held back).
 
     Slices without a block are left out when any slice has one: with whole slices held
@@ -342,7 +343,10 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     Each is predicted as the user would predict (its TTA recommendation). With ``retune``
     each model's thresholds are tuned on the blocks first (the same candidates for both,
     so the comparison stays even; ``prefer``, if given, breaks the new model's ties: see
-    :func:`tune_postprocess`); the new model keeps its tuned settings. The new model
+    :func:`tune_postprocess`); the new model keeps its tuned settings. Without
+    ``tune_parent`` the parent keeps its own, as the user has it when the check keeps it
+    (a parent that fails on the corrections: tuned on one small block, the low-contrast EM
+    starter scored 0.012 there and rejected a version 12x better on unseen slices). The new model
     is ``better`` when its score beats the parent's. Scores closer than ``margin`` (exactly
     equal when it is 0) are a tie that the pixels decide: the balanced accuracy of the
     foreground probability on the blocks, which counts every pixel and not a few objects.
@@ -355,7 +359,8 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     p_reg = yield from predict_regions(parent, images, labels, bxs, device)
     n_reg = yield from predict_regions(new, images, labels, bxs, device)
     if retune:
-        _, p_score = tune_postprocess(settings, p_reg)
+        p_score = tune_postprocess(settings, p_reg)[1] if tune_parent else \
+            _block_score(settings, p_reg)
         n_set, n_score = tune_postprocess(settings, n_reg, prefer=prefer)
         if fill and not all(b is not None and _whole(b, lab.shape) for b, lab in zip(bxs, labels)):
             n_set = seen_step_up(n_set)  # blocks of trained slices are optimistic
