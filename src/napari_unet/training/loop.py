@@ -117,8 +117,8 @@ class RoundConfig:
         decide (:func:`~napari_unet.training.selfcheck.score_blocks`): a few small blocks
         are noisy (in-domain nuclei: a +0.008 block gain came with test F1 0.959 -> 0.953).
     refine_blend_f1, refine_blend_rand : float
-        Refining a good parent, the new weights are this share of the trained ones, the rest
-        the parent's (:func:`~.anchoring.blend_weights`; 1: off), for objects / tiling cells.
+        Refining a good parent at its own input (scale, polarity), the new weights are this
+        share of the trained ones, the rest the parent's (:func:`~.anchoring.blend_weights`; 1: off).
     """
 
     train: TrainConfig = field(default_factory=_round_train_defaults)
@@ -233,7 +233,7 @@ def finetune_round(
     losses, n_trained = yield from _train(model, t_imgs, t_labs, t_boxes, train_cfg, resume,
                                           prepared)
     share = cfg.refine_blend_rand if fill else cfg.refine_blend_f1
-    if refine and share < 1:
+    if refine and share < 1 and not (flip or rescaled):  # the parent's weights, its input
         yield Stage(f"blending {1 - share:.0%} of the parent's weights back in")
         blend_weights(model, parent, share)
     check = yield from _check(parent, model, imgs, labs, boxes, prepared, refine, cfg)
