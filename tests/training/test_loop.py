@@ -400,3 +400,22 @@ def test_a_failing_parent_is_scored_with_its_own_thresholds(net, monkeypatch):
         res = run(finetune_round(net, img, lab, _cfg(steps=2)))
         assert res.report.regime == regime
         assert len(tuned) == n_tuned  # adapt: only the new version's thresholds are tuned
+
+
+def test_a_tie_keeps_a_good_parent_of_tiling_cells_and_goes_to_the_pixels_for_objects(net):
+    import copy
+
+    img, lab = _blobs(0)
+    boxes = {0: holdout_box(lab.shape, 0, 0.25)}
+    x = [img[None].astype(np.float32)]
+    new = copy.deepcopy(net)
+    with torch.no_grad():  # a different network, so that the pixels can favour one of them
+        for p in new.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    results = {}
+    for fill in (False, True):
+        for m in (net, new):
+            m.record["postprocess"] = {"threshold": 0.5, "fill": fill, "min_size": 0}
+        _, results[fill] = _run(score_blocks(net, new, x, [lab], boxes, "cpu", margin=2.0))
+    assert results[False].by_pixels  # objects: no score gap reaches 2.0, the pixels decide
+    assert not results[True].by_pixels and not results[True].better  # EM: the parent stays

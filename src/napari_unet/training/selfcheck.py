@@ -350,6 +350,9 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     is ``better`` when its score beats the parent's. Scores closer than ``margin`` (exactly
     equal when it is 0) are a tie that the pixels decide: the balanced accuracy of the
     foreground probability on the blocks, which counts every pixel and not a few objects.
+    Cells that tile the image (``fill``) within a non-zero margin keep the parent: pixel
+    accuracy does not see the membrane gaps that merge cells (in-domain ISBI rounds that
+    won such ties by the pixels gained at most 0.002 on unseen slices and lost up to 0.017).
     """
     settings = postprocess_settings(parent)
     fill = bool(settings["fill"])
@@ -372,6 +375,8 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     metric = "adapted Rand error" if fill else "F1"
     if decisive(gain, margin):
         return CheckResult(metric, p_score, n_score, gain > 0, n_set)
+    if fill and margin > 0:  # a good parent of tiling cells: a tie keeps it
+        return CheckResult(metric, p_score, n_score, False, n_set)
 
     def pix(model: Any, regions: Sequence[Region]) -> float:
         return float(np.mean([_balanced_accuracy(
