@@ -1,0 +1,65 @@
+"""The round's self-check (napari_unet.training.selfcheck) and the blend before it."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from napari_unet.jobs import run
+from napari_unet.training.loop import finetune_round
+from napari_unet.training.selfcheck import holdout_box, score_blocks
+
+from .test_loop import _blobs, _cfg, _run
+
+
+def test_a_refined_version_is_blended_back_towards_its_parent(net, monkeypatch):
+    from napari_unet.training import loop
+
+    img, lab = _blobs(0)
+    monkeypatch.setattr(loop, "parent_quality", lambda model, probs, labels: 1.0)
+    parent = {k: v.clone() for k, v in net.state_dict().items()}
+
+    def moved(share: float) -> float:
+        res = run(finetune_round(net, img, lab, _cfg(steps=3, refine_blend_f1=share)))
+        assert res.report.regime == "refine"
+        return max(float((v - parent[k]).abs().max())
+                   for k, v in res.model.state_dict().items() if v.is_floating_point())
+
+    assert moved(0.0) == 0.0  # all parent
+    assert moved(1.0) > 0.0  # the trained weights
+    assert all(torch.equal(v, parent[k]) for k, v in net.state_dict().items())  # untouched
+
+
+def test_a_failing_parent_is_scored_with_its_own_thresholds(net, monkeypatch):
+    from napari_unet.training import loop, selfcheck
+
+    img, lab = _blobs(0)
+    tuned: list = []
+    real = selfcheck.tune_postprocess
+    monkeypatch.setattr(selfcheck, "tune_postprocess",
+                        lambda *a, **kw: tuned.append(a[1]) or real(*a, **kw))
+    for quality, regime, n_tuned in ((0.0, "adapt", 1), (1.0, "refine", 2)):
+        tuned.clear()
+        monkeypatch.setattr(loop, "parent_quality", lambda m, p, lb, q=quality: q)
+        res = run(finetune_round(net, img, lab, _cfg(steps=2)))
+        assert res.report.regime == regime
+        assert len(tuned) == n_tuned  # adapt: only the new version's thresholds are tuned
+
+
+def test_a_tie_keeps_a_good_parent_of_tiling_cells_and_goes_to_the_pixels_for_objects(net):
+    img, lab = _blobs(0)
+    boxes = {0: holdout_box(lab.shape, 0, 0.25)}
+    x = [img[None].astype(np.float32)]
+    new = copy.deepcopy(net)
+    with torch.no_grad():  # a different network, so that the pixels can favour one of them
+        for p in new.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    results = {}
+    for fill in (False, True):
+        for m in (net, new):
+            m.record["postprocess"] = {"threshold": 0.5, "fill": fill, "min_size": 0}
+        _, results[fill] = _run(score_blocks(net, new, x, [lab], boxes, "cpu", margin=2.0))
+    assert results[False].by_pixels  # objects: no score gap reaches 2.0, the pixels decide
+    assert not results[True].by_pixels and not results[True].better  # EM: the parent stays
