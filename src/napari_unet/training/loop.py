@@ -12,8 +12,8 @@ user corrected and
 3. **anchors** on uncorrected slices of the same data only where the parent already
    segments the corrected slices well (anchoring a wrong parent holds it to its errors);
 4. **trains** (:func:`napari_unet.training.train.fine_tune`, AdamW with warm-up, steps
-   scaled to the corrected data); refining a good EM parent, blends back half-way to it;
-5. **re-tunes the post-processing** of both the parent and the new version on the held-back
+   scaled to the corrected data); refining a good EM parent at its input, blends half-way;
+5. **re-tunes the post-processing** of the new version (and of a good parent) on the held-back
    blocks, which are ground truth the new version never trained on; when the round refined
    a good parent, the settings within the blocks' margin that best reproduce the parent's
    labels on the anchor slices win (the new version's probabilities shift: a threshold
