@@ -40,7 +40,8 @@ class Normalization:
         """Build from a stored dict, ignoring unknown keys."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
-    def __call__(self, image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+    def __call__(self, image: np.ndarray, channel_axis: int | None = None,
+                 min_range: float | np.ndarray = 0.0) -> np.ndarray:
         """Return a float32 normalised copy of ``image``.
 
         Parameters
@@ -49,21 +50,35 @@ class Normalization:
             One image (2D, or channels on ``channel_axis``).
         channel_axis : int, optional
             Channels are normalised independently along this axis.
+        min_range : float or numpy.ndarray
+            ``"percentile"`` and ``"minmax"``: the smallest gray-value range (one per
+            channel, or one for all) that is stretched to 0-1; a narrower image is stretched
+            less. A stack passes a share of its typical range
+            (:func:`stack_range_floor`), so that a slice of background noise is not stretched
+            into "objects" (0: off, each image on its own).
 
         Returns
         -------
         numpy.ndarray
             float32 array of the same shape.
         """
-        out = self._normalise(np.asarray(image, dtype=np.float32), channel_axis)
+        out = self._normalise(np.asarray(image, dtype=np.float32), channel_axis, min_range)
         return (np.float32(0.0 if self.mode in ("fixed", "none") else 1.0) - out) \
             if self.invert else out
 
-    def _normalise(self, x: np.ndarray, channel_axis: int | None) -> np.ndarray:
-        if self.mode == "none":
-            return x.copy()
-        if self.mode == "fixed":
-            return (x - np.float32(self.offset)) / np.float32(self.scale)
+    def value_range(self, image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+        """The gray-value range that is stretched to 0-1, per channel.
+
+        ``(C,)``, or ``(1,)`` without ``channel_axis``; NaN for ``"fixed"`` and ``"none"``.
+        """
+        x = np.asarray(image, dtype=np.float32)
+        if self.mode not in ("percentile", "minmax"):
+            n = 1 if channel_axis is None else x.shape[channel_axis]
+            return np.full(n, np.nan, np.float32)
+        lo, hi = self._bounds(x, channel_axis)
+        return (hi - lo).astype(np.float32).ravel()
+
+    def _bounds(self, x: np.ndarray, channel_axis: int | None) -> tuple[np.ndarray, np.ndarray]:
         axes = tuple(i for i in range(x.ndim) if channel_axis is None or i != channel_axis % x.ndim)
         if self.mode == "percentile":
             # a strided subsample keeps percentiles cheap on large images
@@ -76,5 +91,52 @@ class Normalization:
             hi = x.max(axis=axes, keepdims=True)
         else:
             raise ValueError(f"unknown normalisation mode {self.mode!r}")
-        scale = np.where(hi - lo > 1e-6, hi - lo, 1.0).astype(np.float32)
+        return lo, hi
+
+    def _normalise(self, x: np.ndarray, channel_axis: int | None,
+                   min_range: float | np.ndarray) -> np.ndarray:
+        if self.mode == "none":
+            return x.copy()
+        if self.mode == "fixed":
+            return (x - np.float32(self.offset)) / np.float32(self.scale)
+        lo, hi = self._bounds(x, channel_axis)
+        floor = np.asarray(min_range, np.float32)
+        if floor.size > 1:  # one per channel: shaped like lo (channels kept, others 1)
+            floor = floor.reshape(lo.shape)
+        span = np.maximum(hi - lo, floor)
+        scale = np.where(span > 1e-6, span, 1.0).astype(np.float32)
         return (x - lo.astype(np.float32)) / scale
+
+
+def stack_range_floor(norm: Normalization, slices: list[np.ndarray], share: float,
+                      ) -> np.ndarray:
+    """The range floor of a stack: ``share`` of the median range of its slices, per channel.
+
+    Parameters
+    ----------
+    norm : Normalization
+        The model's normalisation.
+    slices : list of numpy.ndarray
+        ``(C, Y, X)`` slices of the stack (a sample of them is enough).
+    share : float
+        Share of the median range below which a slice is not stretched further (0: off).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C,)`` gray-value ranges (zeros when off, with fewer than two slices, or for a
+        fixed normalisation).
+
+    Notes
+    -----
+    Per-image percentile normalisation stretches the range between the low and high
+    percentiles of each image to 0-1. An empty slice of a stack (a few gray levels of
+    background noise) is then stretched as much as a slice full of nuclei, and the network
+    finds hundreds of "objects" in the noise (docs/models.md). With the floor such a slice
+    keeps the contrast it has relative to its stack.
+    """
+    n_ch = slices[0].shape[0] if slices else 1
+    if share <= 0 or len(slices) < 2 or norm.mode not in ("percentile", "minmax"):
+        return np.zeros(n_ch, np.float32)
+    ranges = np.stack([norm.value_range(s, channel_axis=0) for s in slices])
+    return (share * np.median(ranges, axis=0)).astype(np.float32)

@@ -259,3 +259,29 @@ def test_predict_config_and_keywords_are_the_same_options(tiny_net):
         predict(tiny_net, img, tiles=40)
     with pytest.raises(ValueError, match="tile must be"):
         PredictConfig.merged(cfg, {"tile": 0})
+
+
+def test_an_empty_slice_of_a_stack_gets_no_noise_objects():
+    """Per-image percentiles stretch background noise into ~170 objects a slice (the
+    nuclei starter, measured); the stack's range floor keeps it dark, and the other
+    slices' predictions do not change."""
+    from napari_unet._sample_data import load_nuclei
+    from napari_unet.inference.postprocess import labels_from_probabilities, postprocess_settings
+    from napari_unet.model_files import builtin_dir, load_model
+
+    model = load_model(builtin_dir() / "nuclei-fluorescence.pt")
+    images = load_nuclei()[0][:2]
+    empty = np.clip(np.random.default_rng(0).normal(8, 1.5, (1, 256, 256)), 0, 255)
+    stack = np.concatenate([images, empty.astype(images.dtype)])
+
+    def objects(share: float) -> tuple[list[int], np.ndarray]:
+        probs = predict(model, stack, device="cpu", precision="fp32", stack_floor=share)
+        counts = [int(labels_from_probabilities(probs[:, z], **postprocess_settings(model)).max())
+                  for z in range(3)]
+        return counts, probs
+
+    (alone, p_alone), (floored, p_floor) = objects(0.0), objects(0.25)
+    assert alone[2] > 20 and floored[2] <= 1
+    np.testing.assert_allclose(p_floor[:, :2], p_alone[:, :2], atol=1e-6)
+    with pytest.raises(ValueError, match="stack_floor"):
+        predict(model, stack, stack_floor=2.0)

@@ -52,6 +52,17 @@ class ImageView:
             raise ValueError(f"image slice {z} contains NaN or infinite values")
         return arr
 
+    def sample(self, n: int = 16) -> list[np.ndarray]:
+        """Up to ``n`` evenly spaced slices of the whole stack (none for 2D input).
+
+        The same whichever slices are predicted, e.g. for the stack's range floor
+        (:func:`napari_unet.normalize.stack_range_floor`).
+        """
+        if not self.is_stack:
+            return []
+        zs = np.unique(np.linspace(0, self.n_slices - 1, min(n, self.n_slices)).round())
+        return [self.slice(int(z)) for z in zs]
+
     def check_slices(self, slices: Sequence[int] | None) -> list[int]:
         """Validate a list of slice indices (default: all)."""
         if slices is None:

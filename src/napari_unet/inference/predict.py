@@ -19,7 +19,7 @@ from .. import devices
 from ..jobs import fraction_done, run
 from ..model import UNet
 from ..model_record import ModelRecord
-from ..normalize import Normalization
+from ..normalize import Normalization, stack_range_floor
 from .cpu_pool import cpu_workers, tile_pool
 from .inputs import ImageView, as_image_view
 from .predict_config import PredictConfig
@@ -291,6 +291,7 @@ class _SliceJob:
     probs: np.ndarray
     unc: np.ndarray | None
     t0: float
+    floor: np.ndarray
 
     @classmethod
     def start(cls, model: UNet, view: ImageView, cfg: PredictConfig) -> _SliceJob:
@@ -300,9 +301,9 @@ class _SliceJob:
         probs = np.zeros((model.n_classes, view.n_slices, *view.yx), np.float32)
         unc = np.zeros((view.n_slices, *view.yx), np.float32) if cfg.uncertainty else None
         tta = recommended_tta(model) if cfg.tta is None else bool(cfg.tta)
-        return cls(model, view, cfg, dev, dtype, tta,
-                   Normalization.from_dict(model.config.normalization), probs, unc,
-                   time.perf_counter())
+        norm = Normalization.from_dict(model.config.normalization)
+        return cls(model, view, cfg, dev, dtype, tta, norm, probs, unc, time.perf_counter(),
+                   stack_range_floor(norm, view.sample(), cfg.stack_floor))
 
     @property
     def net_yx(self) -> tuple[int, int]:
@@ -319,7 +320,7 @@ class _SliceJob:
             self.unc[z] = spread if spread is not None else softmax_entropy(p)
 
     def one_slice(self, z: int, tile: int | None, batch: int | None) -> Generator:
-        x = self.norm(self.view.slice(z), channel_axis=0)
+        x = self.norm(self.view.slice(z), channel_axis=0, min_range=self.floor)
         unit = is_unit(input_scale(self.model))
         if not unit:  # the network sees objects at the size it learned
             x = resample(x, self.net_yx)

@@ -40,6 +40,11 @@ class PredictConfig:
     precision : str
         ``"auto"`` (bf16/fp16 autocast on GPUs, bf16 on CPUs with AMX units, else fp32),
         ``"fp32"``, ``"bf16"`` or ``"fp16"``. See :func:`napari_unet.devices.inference_dtype`.
+    stack_floor : float
+        Stacks: a slice whose gray-value range is narrower than this share of the stack's
+        median range is stretched only to that share (0: every slice on its own). A slice of
+        background noise otherwise fills with false objects
+        (:func:`napari_unet.normalize.stack_range_floor`).
     """
 
     device: Any = "auto"
@@ -50,6 +55,7 @@ class PredictConfig:
     padding_mode: str = "reflect"
     memory_budget: int | None = None
     precision: str = "auto"
+    stack_floor: float = 0.25
 
     @classmethod
     def merged(cls, config: PredictConfig | None, options: Mapping[str, Any]) -> PredictConfig:
@@ -61,6 +67,8 @@ class PredictConfig:
         cfg = replace(config or cls(), **options)
         for name in ("tile", "batch_size", "memory_budget"):
             check_positive(name, getattr(cfg, name))
+        if not 0 <= cfg.stack_floor <= 1:
+            raise ValueError(f"stack_floor must be in [0, 1], got {cfg.stack_floor!r}")
         return cfg
 
 
