@@ -135,6 +135,26 @@ def test_colour_images_work_end_to_end_in_the_cli(tmp_path, blobs, tiny_net, cap
     assert "channel 9 is out of range" in capsys.readouterr().err
 
 
+def test_a_uint16_rgb_stack_trains_and_predicts_without_a_channel_axis(tmp_path, blobs,
+                                                                      tiny_net):
+    """The evaluation's "stack of RGB images": ``(Z, Y, X, 3)`` with labels on one slice."""
+    img, lab = blobs
+    rgb = (np.stack([img, img // 2, np.zeros_like(img)], axis=-1).astype(np.uint16) * 257)
+    stack = np.stack([rgb, rgb[::-1], rgb[:, ::-1]])
+    labels = np.zeros(stack.shape[:3], np.uint16)
+    labels[0] = lab
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="rgb")
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    start = save_model(tiny_net, tmp_path / "start.pt")
+    assert main(["train", "--images", str(tmp_path / "stack.tif"), "--labels",
+                 str(tmp_path / "labels.tif"), "--slices", "0", "--model", str(start),
+                 "--steps", "1", "--tile", "32", "--device", "cpu",
+                 "-o", str(tmp_path / "m.pt")]) == 0
+    assert main(["predict", str(tmp_path / "stack.tif"), "-o", str(tmp_path / "p.tif"),
+                 "--model", str(tmp_path / "m.pt"), "--device", "cpu"]) == 0
+    assert tifffile.imread(tmp_path / "p.tif").shape == (3, 96, 96)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--steps", "0"], "--steps must be at least 1"),
     (["--lr", "nan"], "--lr must be a finite number"),

@@ -61,3 +61,18 @@ def test_colour_becomes_gray_for_a_one_channel_model_only():
     first, axis = to_model_channels(rgb, 1, channel=1)
     assert axis is None
     np.testing.assert_array_equal(first, rgb[..., 1])
+
+
+def test_a_stack_of_rgb_images_is_found_without_a_channel_axis():
+    """``(Z, Y, X, 3)`` as a user's RGB stack comes (the CLI refused it: "say which axis")."""
+    stack = np.zeros((4, 6, 7, 3), np.uint16)
+    stack[..., 0] = 1000 * np.arange(4)[:, None, None]
+    gray, axis = to_model_channels(stack, 1)
+    assert axis is None and gray.shape == (4, 6, 7)
+    assert np.all(np.diff(gray[:, 0, 0]) > 0)  # each slice from its own colours
+    same, axis = to_model_channels(stack, 3)
+    assert same.shape == stack.shape and axis == 3
+    assert as_image_view(gray).n_slices == 4
+    zcyx = np.zeros((4, 3, 6, 7), np.uint8)  # channels first: still needs the axis
+    out, axis = to_model_channels(zcyx, 1)
+    assert out is zcyx and axis is None

@@ -270,7 +270,8 @@ def to_model_channels(image: Any, in_channels: int, channel_axis: int | None = N
     Parameters
     ----------
     image : array-like
-        The image; RGB(A) ``(..., Y, X, 3|4)`` is recognised without ``channel_axis``.
+        The image; RGB(A) ``(Y, X, 3|4)`` and stacks of them, ``(Z, Y, X, 3|4)``, are
+        recognised without ``channel_axis``.
     in_channels : int
         Channels the model expects.
     channel_axis : int, optional
@@ -285,10 +286,10 @@ def to_model_channels(image: Any, in_channels: int, channel_axis: int | None = N
     tuple
         The image to predict or train on, and its channel axis (None once reduced).
     """
-    nd = len(np.shape(image))
-    if channel_axis is None and nd == 3 and np.shape(image)[-1] in (3, 4) \
-            and min(np.shape(image)[:2]) > 4 and in_channels in (1, np.shape(image)[-1]):
-        channel_axis = 2
+    nd, shape = len(np.shape(image)), np.shape(image)
+    if channel_axis is None and nd in (3, 4) and shape[-1] in (3, 4) \
+            and min(shape[-3:-1]) > 4 and in_channels in (1, shape[-1]):
+        channel_axis = nd - 1  # RGB(A), one image or a stack of them
     if channel_axis is None:
         return image, None
     axis = channel_axis % nd
