@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .cli_export import add_export_parser
-from .cli_train import add_train_parser, parse_channel, parse_slices
+from .cli_train import add_train_parser, bar_interval, parse_channel, parse_slices
 from .image_files import read_array, write_array
 from .outputs import check_outputs
 
@@ -28,7 +28,7 @@ def _drive(gen: Generator, desc: str) -> Any:
 
     from .jobs import run
 
-    bar = tqdm(desc=desc, unit="tile", file=sys.stderr)
+    bar = tqdm(desc=desc, unit="tile", file=sys.stderr, mininterval=bar_interval())
 
     def show(ev: Any) -> None:
         bar.total = ev.total

@@ -25,6 +25,11 @@ def parse_slices(text: str | None) -> list[int] | None:
         raise ValueError(f"--slices must be comma-separated integers, got {text!r}") from None
 
 
+def bar_interval() -> float:
+    """Seconds between progress-bar redraws: a log file (not a terminal) gets one in 10 s."""
+    return 0.1 if sys.stderr.isatty() else 10.0
+
+
 def parse_channel(text: str) -> str | int:
     """``--channel``: an index, or ``auto``/``gray``."""
     return int(text) if text.lstrip("-").isdigit() else text
@@ -101,7 +106,8 @@ def _run_round(gen: Generator) -> Any:
     def show(ev: Any) -> None:
         if isinstance(ev, TrainEvent):
             if not bar:
-                bar.append(tqdm(total=ev.steps, desc="train", unit="step", file=sys.stderr))
+                bar.append(tqdm(total=ev.steps, desc="train", unit="step", file=sys.stderr,
+                                mininterval=bar_interval()))
             bar[0].set_postfix(loss=f"{ev.loss:.4f}")
             bar[0].update(ev.step - bar[0].n)
         elif "predicting" not in ev.message and "checking held-back" not in ev.message:
