@@ -108,7 +108,7 @@ def _run_round(gen: Generator) -> Any:
             if not bar:
                 bar.append(tqdm(total=ev.steps, desc="train", unit="step", file=sys.stderr,
                                 mininterval=bar_interval()))
-            bar[0].set_postfix(loss=f"{ev.loss:.4f}")
+            bar[0].set_postfix(loss=f"{ev.loss:.4f}", refresh=False)
             bar[0].update(ev.step - bar[0].n)
         elif "predicting" not in ev.message and "checking held-back" not in ev.message:
             if bar:

@@ -60,3 +60,23 @@ def test_a_pair_whose_labels_do_not_fit_is_named(blobs):
     assert pair_shape_error(ImagePair(first, lab, "c", "l")) is None
     assert pair_shape_error(ImagePair(first, lab, "c", "l"), 3) is None
     assert "spatial shape (3, 96, 96)" in pair_shape_error(ImagePair(first, lab, "c", "l"), 1)
+
+
+def test_a_mask_of_one_value_becomes_its_components(blobs):
+    """A 0/255 mask (the ISBI membrane labels, most exported masks) is one object per
+    component, in the round's targets and its check alike; instances stay as they are."""
+    from napari_unet.training.pairs import as_instances, corrected_pairs
+
+    img, lab = blobs
+    mask = np.where(lab > 0, 255, 0).astype(np.uint8)
+    _, labs, _ = corrected_pairs([img], [mask], None, None, 1)
+    n_touching = len(np.unique(lab)) - 1  # five objects, two of them touching
+    assert 2 <= labs[0].max() < n_touching  # components: the touching pair is one
+    assert np.array_equal(labs[0] > 0, lab > 0)
+    _, same, _ = corrected_pairs([img], [lab], None, None, 1)
+    assert same[0] is not None and np.array_equal(same[0], lab)
+    diagonal = np.zeros((4, 4), np.uint8)
+    diagonal[0, 0] = diagonal[1, 1] = 7
+    assert as_instances(diagonal, connectivity=2).max() == 1  # objects: 8-connected
+    assert as_instances(diagonal, connectivity=1).max() == 2  # cells: 4-connected
+    assert as_instances(diagonal, ignore_label=7) is diagonal  # unannotated: never split

@@ -18,9 +18,8 @@ user corrected and
    a good parent, the settings within the blocks' margin that best reproduce the parent's
    labels on the anchor slices win (the new version's probabilities shift: a threshold
    kept from the parent merged cells on the ISBI stack);
-6. **compares** the two there and reports, e.g. "on your corrections (held-back parts):
-   F1 0.41 -> 0.83". A version that is not better is returned with ``accepted=False``:
-   callers keep the parent current and say so.
+6. **compares** the two there and reports ("on your corrections (held-back parts): F1 0.41
+   -> 0.83"); one not better has ``accepted=False``: callers keep the parent and say so.
 
 Yields :class:`~napari_unet.jobs.Stage` messages and :class:`~.train.TrainEvent` steps.
 """
@@ -217,8 +216,9 @@ def finetune_round(
     """
     cfg = config or RoundConfig()
     t0 = time.perf_counter()
-    imgs, labs, zs = corrected_pairs(images, labels, slices, channel_axis, parent.in_channels)
     fill = bool(postprocess_settings(parent)["fill"])
+    imgs, labs, zs = corrected_pairs(images, labels, slices, channel_axis, parent.in_channels,
+                                     1 if fill else 2, cfg.train.ignore_label)
     boxes = holdout_boxes(labs, cfg.holdout, cfg.holdout_whole_from, objects=not fill)
     yield Stage(f"checking {parent.record.get('name', 'the model')} on {len(imgs)} corrected slice(s)")
     model, flip, rescaled, good = yield from _choose_start(parent, imgs, labs, boxes, cfg)

@@ -18,13 +18,47 @@ from ..inference.inputs import as_image_view
 from .samples import annotated_slices
 
 
+def as_instances(labels: np.ndarray, connectivity: int = 2,
+                 ignore_label: int | None = None) -> np.ndarray:
+    """2D labels as instances: a mask (one value besides 0, e.g. 0/255) split into components.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(Y, X)`` labels of one slice.
+    connectivity : int
+        1 (4-connected, for cells that tile the image: a diagonal gap in a membrane does
+        not join two cells) or 2 (8-connected, for objects).
+    ignore_label : int, optional
+        A value that marks unannotated pixels: never split.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``labels`` itself when it already holds several values (instances), else the
+        connected components numbered from 1. A 0/255 membrane mask was one object of
+        the whole slice: the round trained on one giant cell and its check counted one
+        object.
+    """
+    values = np.unique(labels)
+    values = values[values != 0]
+    if len(values) != 1 or (ignore_label is not None and values[0] == ignore_label):
+        return labels
+    from scipy import ndimage as ndi
+
+    structure = ndi.generate_binary_structure(2, connectivity)
+    return ndi.label(labels != 0, structure=structure)[0].astype(np.int32)
+
+
 def corrected_pairs(images: Any, labels: Any, slices: Sequence[int] | None,
-                    channel_axis: int | None, in_channels: int,
+                    channel_axis: int | None, in_channels: int, connectivity: int = 2,
+                    ignore_label: int | None = None,
                     ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
     """The corrected 2D slices as ``(C, Y, X)`` float32 images and ``(Y, X)`` labels.
 
     ``images``/``labels`` are one image or stack each, or two lists of 2D images.
-    ``slices`` defaults to every slice holding labels.
+    ``slices`` defaults to every slice holding labels. A slice's mask (one value besides
+    0) becomes its connected components (:func:`as_instances`, ``connectivity``).
     """
     if isinstance(images, (list, tuple)) != isinstance(labels, (list, tuple)):
         raise ValueError("pass images and labels both as arrays or both as lists")
@@ -49,7 +83,8 @@ def corrected_pairs(images: Any, labels: Any, slices: Sequence[int] | None,
         raise ValueError(f"slice {bad[0]} is out of range for {len(labs)} slices")
     if not zs:
         raise ValueError("no corrected slice: paint labels on at least one slice first")
-    return [imgs[z] for z in zs], [labs[z] for z in zs], zs
+    return [imgs[z] for z in zs], [as_instances(labs[z], connectivity, ignore_label)
+                                   for z in zs], zs
 
 
 def pick_slices(n_slices: int, exclude: Sequence[int], count: int = 3) -> list[int]:
