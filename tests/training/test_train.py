@@ -216,3 +216,22 @@ def test_fine_tuning_keeps_the_models_target_expansion(tiny_net, blobs):
     assert tiny_net.record["expand_labels"] == 0
     with pytest.raises(ValueError, match="expand_labels"):
         drive(fine_tune(tiny_net, img, lab, cfg(expand_labels=-1)))
+
+
+@pytest.mark.parametrize("freeze, frozen", [("input", ["inc"]), ("encoder", ["inc", "downs"])])
+def test_frozen_layers_keep_their_weights_and_learn_again_later(tiny_net, blobs, freeze, frozen):
+    imgs, labs = stack(blobs)
+    before = copy.deepcopy(tiny_net.state_dict())
+    drive(fine_tune(tiny_net, imgs, labs, cfg(freeze=freeze)))
+    after = copy.deepcopy(tiny_net.state_dict())
+    moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert moved and not moved & set(frozen)
+    assert all(p.requires_grad for p in tiny_net.parameters())
+    drive(fine_tune(tiny_net, imgs, labs, cfg()))
+    assert "inc" in {k.split(".")[0] for k, v in tiny_net.state_dict().items()
+                     if not torch.equal(after[k], v)}
+
+
+def test_unknown_freeze_is_refused():
+    with pytest.raises(ValueError, match="freeze must be one of none, input, encoder"):
+        TrainConfig(freeze="decoder")

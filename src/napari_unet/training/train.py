@@ -64,14 +64,14 @@ class TrainEvent:
 
 
 def make_optimizer(model: UNet, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW, Adam or SGD with momentum (the paper)."""
+    """AdamW, Adam or SGD with momentum (the paper), over the layers ``config.freeze`` leaves."""
+    params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr)
+        return torch.optim.Adam(params, lr=config.lr)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', got {config.optimizer!r}")
 
 
@@ -141,6 +141,7 @@ def fine_tune(
     samples, zs = prepare_samples(model, images, labels, cfg.targets, slices, channel_axis, exclude)
     run = _start_run(model, cfg, anchors, channel_axis, resume)
     yield from _train_steps(run, samples, zs, validate)
+    freeze_layers(model, "none")
     model.eval()
     return model
 
@@ -222,6 +223,7 @@ def _start_run(model: UNet, cfg: TrainConfig, anchors: Sequence[Any] | None,
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     model.to(dev).train()
+    freeze_layers(model, cfg.freeze)
     opt = make_optimizer(model, cfg)
     start = 0
     if resume:
@@ -234,6 +236,19 @@ def _start_run(model: UNet, cfg: TrainConfig, anchors: Sequence[Any] | None,
     scaler = torch.amp.GradScaler(dev.type, enabled=amp == torch.float16)
     in_tile = model.valid_input_size(cfg.tile + 2 * model.halo)
     return _Run(model, cfg, dev, rng, opt, start, sched, amp, scaler, in_tile, anchored)
+
+
+def freeze_layers(model: UNet, freeze: str) -> None:
+    """Let only the layers ``freeze`` does not name learn (every other one is unfrozen).
+
+    ``"input"``: the first double convolution; ``"encoder"``: the whole contracting path.
+    """
+    frozen = {"none": [], "input": [model.inc], "encoder": [model.inc, *model.downs]}[freeze]
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for layer in frozen:
+        for p in layer.parameters():
+            p.requires_grad_(False)
 
 
 def _anchors(model: UNet, anchors: Sequence[Any] | None, cfg: TrainConfig,
