@@ -87,8 +87,11 @@ def test_the_polarity_check_inverts_for_dark_objects_on_bright(net):
 def test_a_copy_of_the_parent_is_not_better_than_the_parent(net):
     img, lab = _blobs(0)
     boxes = {0: holdout_box(lab.shape, 0, 0.25)}
-    _, check = _run(score_blocks(net, net, [img[None].astype(np.float32)], [lab], boxes, "cpu"))
+    x = [img[None].astype(np.float32)]
+    _, check = _run(score_blocks(net, net, x, [lab], boxes, "cpu"))
     assert not check.better and check.parent_score == check.new_score
+    _, tie = _run(score_blocks(net, net, x, [lab], boxes, "cpu", pixel_margin=0.01))
+    assert tie.by_pixels and tie.better  # within the pixel margin a tie goes to the new one
 
 
 def test_the_check_scores_only_the_held_back_slices(net, monkeypatch):

@@ -63,3 +63,23 @@ def test_a_tie_keeps_a_good_parent_of_tiling_cells_and_goes_to_the_pixels_for_ob
         _, results[fill] = _run(score_blocks(net, new, x, [lab], boxes, "cpu", margin=2.0))
     assert results[False].by_pixels  # objects: no score gap reaches 2.0, the pixels decide
     assert not results[True].by_pixels and not results[True].better  # EM: the parent stays
+
+
+def test_a_tie_on_objects_goes_to_the_new_version_unless_its_pixels_are_clearly_worse(net):
+    img, lab = _blobs(0)
+    boxes = {0: holdout_box(lab.shape, 0, 0.25)}
+    x = [img[None].astype(np.float32)]
+    from napari_unet.training.train import TrainConfig, fine_tune
+
+    run(fine_tune(net, img, lab, TrainConfig(steps=30, tile=32, device="cpu")))
+    net.record["postprocess"] = {"threshold": 0.5, "fill": False, "min_size": 0}
+    blind = copy.deepcopy(net)  # sees background everywhere: every foreground pixel wrong
+    with torch.no_grad():
+        blind.head.bias.copy_(torch.tensor([50.0, -50.0]))
+    for pixel_margin in (0.01, 0.0):
+        _, check = _run(score_blocks(net, blind, x, [lab], boxes, "cpu", margin=2.0,
+                                     pixel_margin=pixel_margin))
+        assert check.by_pixels and not check.better
+    _, same = _run(score_blocks(net, copy.deepcopy(net), x, [lab], boxes, "cpu", margin=2.0,
+                                pixel_margin=0.01))
+    assert same.by_pixels and same.better

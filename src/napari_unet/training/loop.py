@@ -14,10 +14,8 @@ user corrected and
 4. **trains** (:func:`napari_unet.training.train.fine_tune`, AdamW with warm-up, steps
    scaled to the corrected data); refining a good EM parent at its input, blends half-way;
 5. **re-tunes the post-processing** of the new version (and of a good parent) on the held-back
-   blocks, which are ground truth the new version never trained on; when the round refined
-   a good parent, the settings within the blocks' margin that best reproduce the parent's
-   labels on the anchor slices win (the new version's probabilities shift: a threshold
-   kept from the parent merged cells on the ISBI stack);
+   blocks, ground truth it never trained on; refining a good parent, the settings within the
+   blocks' margin that best reproduce the parent's labels on the anchor slices win;
 6. **compares** the two there and reports ("on your corrections (held-back parts): F1 0.41
    -> 0.83"); one not better has ``accepted=False``: callers keep the parent and say so.
 
@@ -42,7 +40,7 @@ from ..model_record import ModelRecord
 from .agreement import anchor_agreement
 from .anchoring import Anchors, anchor_predictions, blend_weights, prepare_anchors
 from .pairs import corrected_pairs
-from .report import RoundReport, RoundResult, describe_version
+from .report import RoundReport, RoundResult, describe_version, loss_ends
 from .scale import (
     ScaleConfig,
     candidate_scales,
@@ -67,7 +65,7 @@ def _round_train_defaults() -> TrainConfig:
     # a third of the crops centred on a corrected object: corrections are often sparse (a few
     # nuclei in a large slice); tissue F1 0.638/0.615 -> 0.652/0.652 at k = 1/2 (docs/models.md)
     return TrainConfig(steps=0, lr=5e-4, optimizer="adamw", warmup=0.1, batch_size=2, tile=128,
-                       object_crops=1 / 3)
+                       object_crops=1 / 3, freeze="input")
 
 
 @dataclass
@@ -115,6 +113,8 @@ class RoundConfig:
         blocks closer than this (F1, or adapted Rand error) are a tie, which the pixels
         decide (:func:`~napari_unet.training.selfcheck.score_blocks`): a few small blocks
         are noisy (in-domain nuclei: a +0.008 block gain came with test F1 0.959 -> 0.953).
+    tie_pixel_margin : float
+        In a tie on objects the new version wins unless its pixels are worse by this much.
     refine_blend_f1, refine_blend_rand : float
         Refining a good parent at its own input (scale, polarity), the new weights are this
         share of the trained ones, the rest the parent's (:func:`~.anchoring.blend_weights`; 1: off).
@@ -138,6 +138,7 @@ class RoundConfig:
     refine_margin_rand: float = 0.005
     refine_blend_f1: float = 1.0
     refine_blend_rand: float = 0.5
+    tie_pixel_margin: float = 0.01
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def __post_init__(self) -> None:
@@ -237,7 +238,7 @@ def finetune_round(
         yield Stage(f"blending {1 - share:.0%} of the parent's weights back in")
         blend_weights(model, parent, share)
     check = yield from _check(parent, model, imgs, labs, boxes, prepared, refine, cfg)
-    first, last = _loss_ends(losses)
+    first, last = loss_ends(losses)
     report = RoundReport(
         metric=check.metric, parent_score=check.parent_score, new_score=check.new_score,
         accepted=check.better, held_back=bool(boxes), inverted=flip,
@@ -298,15 +299,8 @@ def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndar
     fill = postprocess_settings(parent)["fill"]
     margin = (cfg.refine_margin_rand if fill else cfg.refine_margin_f1) if refine else 0.0
     return (yield from score_blocks(parent, model, imgs, labs, boxes, cfg.train.device,
-                                    cfg.retune, prefer, margin, tune_parent=refine))
-
-
-def _loss_ends(losses: list[float]) -> tuple[float, float]:
-    """Mean loss of the first and of the last 10 % of the steps (NaN without steps)."""
-    if not losses:
-        return float("nan"), float("nan")
-    n = max(1, len(losses) // 10)
-    return float(np.mean(losses[:n])), float(np.mean(losses[-n:]))
+                                    cfg.retune, prefer, margin, tune_parent=refine,
+                                    pixel_margin=cfg.tie_pixel_margin))
 
 
 def _pick_polarity(parent: UNet, start: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],

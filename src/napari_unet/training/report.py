@@ -11,6 +11,8 @@ import datetime as _dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from .. import __version__
 from ..model import UNet
 from ..model_record import ModelRecord
@@ -105,3 +107,11 @@ def describe_version(model: UNet, parent: UNet, report: RoundReport, zs: list[in
         metrics={metric: report.new_score, "self_check_parent": report.parent_score},
         history=history, date=trained.date, package_version=__version__)
     model.record = new.to_dict(keep_none=("parent", "parent_licence"))
+
+
+def loss_ends(losses: list[float]) -> tuple[float, float]:
+    """Mean loss of the first and of the last 10 % of the steps (NaN without steps)."""
+    if not losses:
+        return float("nan"), float("nan")
+    n = max(1, len(losses) // 10)
+    return float(np.mean(losses[:n])), float(np.mean(losses[-n:]))

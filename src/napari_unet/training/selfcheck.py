@@ -331,7 +331,7 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  labels: Sequence[np.ndarray], boxes: Mapping[int, Box], device: str,
                  retune: bool = True,
                  prefer: Callable[[dict[str, Any]], float] | None = None,
-                 margin: float = 0.0, tune_parent: bool = True,
+                 margin: float = 0.0, tune_parent: bool = True, pixel_margin: float = 0.0,
                  ) -> Generator[Stage, None, CheckResult]:
     """Score both models on the held-back parts only (whole slices when none is held back).
 
@@ -353,6 +353,9 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     Cells that tile the image (``fill``) within a non-zero margin keep the parent: pixel
     accuracy does not see the membrane gaps that merge cells (in-domain ISBI rounds that
     won such ties by the pixels gained at most 0.002 on unseen slices and lost up to 0.017).
+    Objects within a ``pixel_margin`` of the parent's pixels win the tie: blocks of one to
+    three nuclei tie 1.000 -> 1.000, and in 17 of 20 such rounds the new version was the
+    better one on the test images (docs/models.md, session 16).
     """
     settings = postprocess_settings(parent)
     fill = bool(settings["fill"])
@@ -383,5 +386,6 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
             p[1][inner], _fg_truth(model, truth)[inner], np.ones_like(truth[inner], bool))
             for p, truth, inner in regions]))
 
-    return CheckResult(metric, p_score, n_score, pix(new, n_reg) > pix(parent, p_reg), n_set,
-                       by_pixels=True)
+    p_pix, n_pix = pix(parent, p_reg), pix(new, n_reg)
+    wins = n_pix > p_pix - pixel_margin if pixel_margin > 0 else n_pix > p_pix
+    return CheckResult(metric, p_score, n_score, bool(wins), n_set, by_pixels=True)
