@@ -329,8 +329,7 @@ class CheckResult:
 
 def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  labels: Sequence[np.ndarray], boxes: Mapping[int, Box], device: str,
-                 retune: bool = True,
-                 prefer: Callable[[dict[str, Any]], float] | None = None,
+                 retune: bool = True, prefer: Callable[[dict[str, Any]], float] | None = None,
                  margin: float = 0.0, tune_parent: bool = True, pixel_margin: float = 0.0,
                  ) -> Generator[Stage, None, CheckResult]:
     """Score both models on the held-back parts only (whole slices when none is held back).
@@ -353,9 +352,8 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     Cells that tile the image (``fill``) within a non-zero margin keep the parent: pixel
     accuracy does not see the membrane gaps that merge cells (in-domain ISBI rounds that
     won such ties by the pixels gained at most 0.002 on unseen slices and lost up to 0.017).
-    Objects within a ``pixel_margin`` of the parent's pixels win the tie: blocks of one to
-    three nuclei tie 1.000 -> 1.000, and in 17 of 20 such rounds the new version was the
-    better one on the test images (docs/models.md, session 16).
+    Objects within ``pixel_margin`` of the parent's pixels win the tie (blocks of 1-3 nuclei
+    tie 1.000 -> 1.000; the new version was better on the test in 17 of 20: docs/models.md).
     """
     settings = postprocess_settings(parent)
     fill = bool(settings["fill"])
