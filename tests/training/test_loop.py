@@ -360,3 +360,18 @@ def test_em_thresholds_step_up_on_blocks_of_trained_slices_only():
     assert seen_step_up(em)["threshold"] == 0.6
     assert seen_step_up({**em, "threshold": 0.9})["threshold"] == 0.9  # the top stays
     assert em["threshold"] == 0.5  # the input is not modified
+
+
+def test_adapting_keeps_the_input_layer_and_refining_trains_it(net, monkeypatch):
+    from napari_unet.training import loop
+
+    img, lab = _blobs(0)
+    inc = {k: v.clone() for k, v in net.inc.state_dict().items()}
+    for quality, regime, frozen in ((0.0, "adapt", True), (1.0, "refine", False)):
+        monkeypatch.setattr(loop, "parent_quality", lambda m, p, lb, q=quality: q)
+        res = _run(finetune_round(net, img, lab, _cfg(steps=3)))[1]
+        assert res.report.regime == regime
+        same = all(torch.equal(v, inc[k]) for k, v in res.model.inc.state_dict().items())
+        assert same is frozen
+    with pytest.raises(ValueError, match="adapt_freeze must be one of"):
+        RoundConfig(adapt_freeze="all")

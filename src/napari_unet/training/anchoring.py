@@ -10,7 +10,7 @@ as it was unless the corrections say otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..inference.inputs import as_image_view
+from ..jobs import Stage
 from ..normalize import Normalization
 from .samples import pad_to, padded_slice
 
@@ -164,3 +165,15 @@ def blend_weights(model: torch.nn.Module, reference: torch.nn.Module, share: flo
         for k, v in mine.items():
             if v.is_floating_point():
                 v.mul_(share).add_(ref[k].to(v.device, v.dtype), alpha=1.0 - share)
+
+
+def anchors_one_by_one(model: Any, anchors: Sequence[np.ndarray], device: str,
+                       ) -> Generator[Stage, None, Anchors]:
+    """The start model's predictions on the uncorrected slices, one at a time (stoppable)."""
+    prepared = Anchors([], [])
+    for i, a in enumerate(anchors, 1):
+        yield Stage(f"anchoring on uncorrected slice {i}/{len(anchors)}")
+        one = prepare_anchors(model, [a if a.ndim == 3 else a[None]], 0, device)
+        prepared.images += one.images
+        prepared.probs += one.probs
+    return prepared

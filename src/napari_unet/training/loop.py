@@ -38,7 +38,7 @@ from ..jobs import Stage
 from ..model import UNet
 from ..model_record import ModelRecord
 from .agreement import anchor_agreement
-from .anchoring import Anchors, anchor_predictions, blend_weights, prepare_anchors
+from .anchoring import Anchors, anchor_predictions, anchors_one_by_one, blend_weights
 from .pairs import corrected_pairs
 from .report import RoundReport, RoundResult, describe_version, loss_ends
 from .scale import (
@@ -59,13 +59,14 @@ from .selfcheck import (
     trainable,
 )
 from .train import TrainConfig, fine_tune
+from .train_config import FREEZE
 
 
 def _round_train_defaults() -> TrainConfig:
     # a third of the crops centred on a corrected object: corrections are often sparse (a few
     # nuclei in a large slice); tissue F1 0.638/0.615 -> 0.652/0.652 at k = 1/2 (docs/models.md)
     return TrainConfig(steps=0, lr=5e-4, optimizer="adamw", warmup=0.1, batch_size=2, tile=128,
-                       object_crops=1 / 3, freeze="input")
+                       object_crops=1 / 3)
 
 
 @dataclass
@@ -115,6 +116,9 @@ class RoundConfig:
         are noisy (in-domain nuclei: a +0.008 block gain came with test F1 0.959 -> 0.953).
     tie_pixel_margin : float
         In a tie on objects the new version wins unless its pixels are worse by this much.
+    adapt_freeze : str
+        ``TrainConfig.freeze`` when adapting a parent that fails on the corrections (and
+        ``train.freeze`` is ``"none"``): the input layer's generic filters stay.
     refine_blend_f1, refine_blend_rand : float
         Refining a good parent at its own input (scale, polarity), the new weights are this
         share of the trained ones, the rest the parent's (:func:`~.anchoring.blend_weights`; 1: off).
@@ -139,6 +143,7 @@ class RoundConfig:
     refine_blend_f1: float = 1.0
     refine_blend_rand: float = 0.5
     tie_pixel_margin: float = 0.01
+    adapt_freeze: str = "input"
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def __post_init__(self) -> None:
@@ -148,6 +153,9 @@ class RoundConfig:
             raise ValueError(f"start must be 'parent' or 'scratch', got {self.start!r}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.adapt_freeze not in FREEZE:
+            raise ValueError(f"adapt_freeze must be one of {', '.join(FREEZE)}, got "
+                             f"{self.adapt_freeze!r}")
 
     def steps_for(self, slice_sizes: Sequence[int]) -> int:
         """Steps for corrected slices of these pixel counts (``train.steps`` if set)."""
@@ -230,7 +238,7 @@ def finetune_round(
     yield Stage(f"training {train_cfg.steps} steps")
     prepared = None
     if train_cfg.anchor_weight > 0 and t_anchors:
-        prepared = yield from _anchor(model, t_anchors, cfg.train.device)
+        prepared = yield from anchors_one_by_one(model, t_anchors, cfg.train.device)
     losses, n_trained = yield from _train(model, t_imgs, t_labs, t_boxes, train_cfg, resume,
                                           prepared)
     share = cfg.refine_blend_rand if fill else cfg.refine_blend_f1
@@ -370,7 +378,9 @@ def _train_config(cfg: RoundConfig, labs: list[np.ndarray], refine: bool, anchor
     """The round's training settings: steps for the data, a small rate to refine a good parent.
 
     ``fill`` (cells tile the image, every crop is full of objects): no object-centred crops
-    (with them, low contrast EM after one corrected slice went from 0.091 to 0.179).
+    (with them, low contrast EM after one corrected slice went from 0.091 to 0.179). Adapting,
+    the input layer stays (tissue F1 0.645/0.708/0.727 -> 0.659/0.718/0.749 at k = 1/2/4;
+    refining, it cost the sample data's round its gain: docs/models.md, session 16).
     """
     train_cfg = copy.deepcopy(cfg.train)
     train_cfg.steps = cfg.steps_for([lab.size for lab in labs])
@@ -379,16 +389,6 @@ def _train_config(cfg: RoundConfig, labs: list[np.ndarray], refine: bool, anchor
     train_cfg.anchor_weight = train_cfg.anchor_weight if anchor else 0.0
     if refine:
         train_cfg.lr *= cfg.good_parent_lr
+    elif train_cfg.freeze == "none":
+        train_cfg.freeze = cfg.adapt_freeze
     return train_cfg
-
-
-def _anchor(model: UNet, anchors: Sequence[np.ndarray], device: str,
-            ) -> Generator[str, None, Anchors]:
-    """The start model's predictions on the uncorrected slices, one at a time (stoppable)."""
-    prepared = Anchors([], [])
-    for i, a in enumerate(anchors, 1):
-        yield Stage(f"anchoring on uncorrected slice {i}/{len(anchors)}")
-        one = prepare_anchors(model, [a if a.ndim == 3 else a[None]], 0, device)
-        prepared.images += one.images
-        prepared.probs += one.probs
-    return prepared
