@@ -12,7 +12,7 @@ user corrected and
 3. **anchors** on uncorrected slices of the same data only where the parent already
    segments the corrected slices well (anchoring a wrong parent holds it to its errors);
 4. **trains** (:func:`napari_unet.training.train.fine_tune`, AdamW with warm-up, steps
-   scaled to the corrected data); refining a good EM parent at its input, blends half-way;
+   scaled to the corrected data); refining a good EM parent at its input, blends back;
 5. **re-tunes the post-processing** of the new version (and of a good parent) on the held-back
    blocks, ground truth it never trained on; refining a good parent, the settings within the
    blocks' margin that best reproduce the parent's labels on the anchor slices win;
@@ -141,7 +141,7 @@ class RoundConfig:
     refine_margin_f1: float = 0.01
     refine_margin_rand: float = 0.005
     refine_blend_f1: float = 1.0
-    refine_blend_rand: float = 0.5
+    refine_blend_rand: float = 0.25
     tie_pixel_margin: float = 0.01
     adapt_freeze: str = "input"
     scale: ScaleConfig = field(default_factory=ScaleConfig)

@@ -353,7 +353,7 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     accuracy does not see the membrane gaps that merge cells (in-domain ISBI rounds that
     won such ties by the pixels gained at most 0.002 on unseen slices and lost up to 0.017).
     Objects within ``pixel_margin`` of the parent's pixels win the tie (blocks of 1-3 nuclei
-    tie 1.000 -> 1.000; the new version was better on the test in 17 of 20: docs/models.md).
+    tie 1.000 -> 1.000; the new version was better on the test in 25 of 28: docs/models.md).
     """
     settings = postprocess_settings(parent)
     fill = bool(settings["fill"])
