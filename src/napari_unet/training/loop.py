@@ -116,9 +116,9 @@ class RoundConfig:
         are noisy (in-domain nuclei: a +0.008 block gain came with test F1 0.959 -> 0.953).
     tie_pixel_margin : float
         In a tie on objects the new version wins unless its pixels are worse by this much.
-    adapt_freeze : str
-        ``TrainConfig.freeze`` when adapting a parent that fails on the corrections (and
-        ``train.freeze`` is ``"none"``): the input layer's generic filters stay.
+    adapt_freeze, refine_freeze_rand : str
+        ``TrainConfig.freeze`` (when ``train.freeze`` is ``"none"``) adapting a parent that
+        fails on the corrections, and refining a good one of cells that tile the image.
     refine_blend_f1, refine_blend_rand : float
         Refining a good parent at its own input (scale, polarity), the new weights are this
         share of the trained ones, the rest the parent's (:func:`~.anchoring.blend_weights`; 1: off).
@@ -144,6 +144,7 @@ class RoundConfig:
     refine_blend_rand: float = 0.25
     tie_pixel_margin: float = 0.01
     adapt_freeze: str = "input"
+    refine_freeze_rand: str = "input"
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def __post_init__(self) -> None:
@@ -153,9 +154,10 @@ class RoundConfig:
             raise ValueError(f"start must be 'parent' or 'scratch', got {self.start!r}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
-        if self.adapt_freeze not in FREEZE:
-            raise ValueError(f"adapt_freeze must be one of {', '.join(FREEZE)}, got "
-                             f"{self.adapt_freeze!r}")
+        for k in ("adapt_freeze", "refine_freeze_rand"):
+            if getattr(self, k) not in FREEZE:
+                raise ValueError(f"{k} must be one of {', '.join(FREEZE)}, got "
+                                 f"{getattr(self, k)!r}")
 
     def steps_for(self, slice_sizes: Sequence[int]) -> int:
         """Steps for corrected slices of these pixel counts (``train.steps`` if set)."""
@@ -379,8 +381,9 @@ def _train_config(cfg: RoundConfig, labs: list[np.ndarray], refine: bool, anchor
 
     ``fill`` (cells tile the image, every crop is full of objects): no object-centred crops
     (with them, low contrast EM after one corrected slice went from 0.091 to 0.179). Adapting,
-    the input layer stays (tissue F1 0.645/0.708/0.727 -> 0.659/0.718/0.749 at k = 1/2/4;
-    refining, it cost the sample data's round its gain: docs/models.md, session 16).
+    the input layer stays (tissue F1 0.649 -> 0.659 at k = 1, low-contrast EM 0.163 -> 0.113 at
+    k = 4), and refining EM cells (at most 0.001 either way, a third less time); refining
+    objects, it cost the sample data's round its gain (docs/models.md, session 16).
     """
     train_cfg = copy.deepcopy(cfg.train)
     train_cfg.steps = cfg.steps_for([lab.size for lab in labs])
@@ -389,6 +392,6 @@ def _train_config(cfg: RoundConfig, labs: list[np.ndarray], refine: bool, anchor
     train_cfg.anchor_weight = train_cfg.anchor_weight if anchor else 0.0
     if refine:
         train_cfg.lr *= cfg.good_parent_lr
-    elif train_cfg.freeze == "none":
-        train_cfg.freeze = cfg.adapt_freeze
+    if train_cfg.freeze == "none" and (fill or not refine):
+        train_cfg.freeze = cfg.refine_freeze_rand if refine else cfg.adapt_freeze
     return train_cfg
