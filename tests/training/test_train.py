@@ -75,12 +75,13 @@ def test_cpu_training_precision_follows_the_hardware(tiny_net, blobs, monkeypatc
 
 def test_cancel_keeps_last_completed_step(tiny_net, blobs):
     imgs, labs = stack(blobs)
-    gen = fine_tune(tiny_net, imgs, labs, cfg(steps=50))
+    gen = fine_tune(tiny_net, imgs, labs, cfg(steps=50, freeze="input"))
     for ev in gen:
         if ev.step == 2:
             break
     gen.close()
     assert tiny_net.record["steps"] == 2
+    assert all(p.requires_grad for p in tiny_net.parameters()) and not tiny_net.training
 
 
 def test_checkpoint_and_resume(tiny_net, blobs, tmp_path):

@@ -385,5 +385,5 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
             for p, truth, inner in regions]))
 
     p_pix, n_pix = pix(parent, p_reg), pix(new, n_reg)
-    wins = n_pix > p_pix - pixel_margin if pixel_margin > 0 else n_pix > p_pix
-    return CheckResult(metric, p_score, n_score, bool(wins), n_set, by_pixels=True)
+    return CheckResult(metric, p_score, n_score, bool(n_pix > p_pix - pixel_margin), n_set,
+                       by_pixels=True)

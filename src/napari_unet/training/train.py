@@ -140,9 +140,11 @@ def fine_tune(
     cfg = _checked_config(config)
     samples, zs = prepare_samples(model, images, labels, cfg.targets, slices, channel_axis, exclude)
     run = _start_run(model, cfg, anchors, channel_axis, resume)
-    yield from _train_steps(run, samples, zs, validate)
-    freeze_layers(model, "none")
-    model.to(memory_format=torch.contiguous_format).eval()
+    try:
+        yield from _train_steps(run, samples, zs, validate)
+    finally:  # also when stopped: every layer trainable again, the usual layout
+        freeze_layers(model, "none")
+        model.to(memory_format=torch.contiguous_format).eval()
     return model
 
 
