@@ -353,7 +353,7 @@ def test_for_a_good_parent_scores_within_the_margin_are_a_tie_the_pixels_decide(
     assert "a tie" in res.report.summary()
 
 
-def test_em_thresholds_step_up_on_blocks_of_trained_slices_only():
+def test_em_thresholds_step_up_one_step():
     from napari_unet.training.selfcheck import seen_step_up
 
     em = {"threshold": 0.5, "watershed": False, "min_size": 0, "fill": True}

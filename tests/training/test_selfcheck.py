@@ -83,3 +83,16 @@ def test_a_tie_on_objects_goes_to_the_new_version_unless_its_pixels_are_clearly_
     _, same = _run(score_blocks(net, copy.deepcopy(net), x, [lab], boxes, "cpu", margin=2.0,
                                 pixel_margin=0.01))
     assert same.by_pixels and same.better
+
+
+def test_em_thresholds_step_up_on_blocks_and_on_whole_held_back_slices(net, monkeypatch):
+    from napari_unet.training import selfcheck
+
+    img, lab = _blobs(0)
+    x = [img[None].astype(np.float32)]
+    net.record["postprocess"] = {"threshold": 0.5, "fill": True, "min_size": 0}
+    monkeypatch.setattr(selfcheck, "tune_postprocess", lambda s, regions, **kw: (dict(s), 0.0))
+    whole = (slice(0, lab.shape[0]), slice(0, lab.shape[1]))
+    for box in (holdout_box(lab.shape, 0, 0.25), whole):
+        _, check = _run(score_blocks(net, copy.deepcopy(net), x, [lab], {0: box}, "cpu"))
+        assert check.new_postprocess["threshold"] == 0.6  # the tuned 0.5, one step up
