@@ -156,6 +156,17 @@ def test_steps_scale_with_the_corrected_data():
     assert cfg.steps_for([1]) == 7
 
 
+def test_a_round_that_blends_back_into_its_parent_trains_fewer_steps():
+    from napari_unet.training.loop import _train_config
+
+    cfg, labs = RoundConfig(), [np.zeros((512, 512), np.int32)] * 4
+    full = _train_config(cfg, labs, refine=True, anchor=True, fill=True).steps
+    assert full == cfg.steps_for([lab.size for lab in labs]) == 260
+    assert _train_config(cfg, labs, True, True, True, blend=True).steps == 208
+    cfg.train.steps = 50  # steps the user asked for stay
+    assert _train_config(cfg, labs, True, True, True, blend=True).steps == 50
+
+
 def test_corrected_pairs_and_bad_input():
     img = np.zeros((3, 40, 40), np.uint8)
     lab = np.zeros((3, 40, 40), np.uint16)

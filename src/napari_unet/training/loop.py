@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,8 +40,8 @@ from .agreement import anchor_agreement
 from .anchoring import Anchors, anchor_predictions, anchors_one_by_one, blend_weights
 from .pairs import corrected_pairs
 from .report import RoundReport, RoundResult, describe_version, loss_ends
+from .round_config import RoundConfig
 from .scale import (
-    ScaleConfig,
     candidate_scales,
     measured_scale,
     pick_scale,
@@ -59,112 +58,8 @@ from .selfcheck import (
     trainable,
 )
 from .train import TrainConfig, fine_tune
-from .train_config import FREEZE
 
-
-def _round_train_defaults() -> TrainConfig:
-    # a third of the crops centred on a corrected object: corrections are often sparse (a few
-    # nuclei in a large slice); tissue F1 0.638/0.615 -> 0.652/0.652 at k = 1/2 (docs/models.md)
-    return TrainConfig(steps=0, lr=5e-4, optimizer="adamw", warmup=0.1, batch_size=2, tile=128,
-                       object_crops=1 / 3)
-
-
-@dataclass
-class RoundConfig:
-    """Settings of one fine-tuning round. The defaults are what the dock and CLI use.
-
-    Parameters
-    ----------
-    train : TrainConfig
-        The training loop's settings; ``train.steps == 0`` means :meth:`steps_for`.
-    steps_base, steps_per_slice, steps_max : int
-        Automatic step count: ``min(steps_max, steps_base + steps_per_slice * k)`` for
-        ``k`` corrected slices (a megapixel slice counts as four).
-    holdout : float
-        Area fraction of each corrected slice held back for the self-check (0: none; the
-        check then scores the trained pixels themselves and says so).
-    holdout_whole_from : int
-        With this many corrected slices or more, the same fraction of whole slices is held
-        back instead (an image the new version never saw; 0: never).
-    polarity : str
-        ``"auto"`` (invert the input when the corrections say so), ``"keep"`` or
-        ``"invert"`` (flip the parent's polarity).
-    start : str
-        ``"parent"`` (fine-tune) or ``"scratch"`` (a new network of the parent's shape, for
-        data far from every starter).
-    retune : bool
-        Re-tune the post-processing thresholds on the held-back blocks.
-    n_anchors : int
-        Uncorrected slices of the same stack that anchor the parent's predictions.
-    anchor_min_f1, anchor_max_rand : float
-        Anchor only when the parent (with the chosen polarity) already segments the
-        corrected slices this well: F1 at least ``anchor_min_f1`` (objects), adapted Rand
-        error at most ``anchor_max_rand`` (cells that fill the image).
-    invert_margin : float
-        How much better the inverted input must agree for ``polarity="auto"`` to invert.
-    good_parent_lr : float
-        Learning-rate factor when the parent already segments the corrected slices well
-        (the anchoring criterion): a good model needs small steps; at the full rate a round
-        on the sample data made the nuclei starter worse (docs/models.md).
-    scale : ScaleConfig
-        How the new version's input scale is picked (objects of the user's size resampled
-        to the size the network learned; :mod:`napari_unet.training.scale`).
-    refine_margin_f1, refine_margin_rand : float
-        When the parent already segments the corrections well, scores on the held-back
-        blocks closer than this (F1, or adapted Rand error) are a tie, which the pixels
-        decide (:func:`~napari_unet.training.selfcheck.score_blocks`): a few small blocks
-        are noisy (in-domain nuclei: a +0.008 block gain came with test F1 0.959 -> 0.953).
-    tie_pixel_margin : float
-        In a tie on objects the new version wins unless its pixels are worse by this much.
-    adapt_freeze, refine_freeze_rand : str
-        ``TrainConfig.freeze`` (when ``train.freeze`` is ``"none"``) adapting a parent that
-        fails on the corrections, and refining a good one of cells that tile the image.
-    refine_blend_f1, refine_blend_rand : float
-        Refining a good parent at its own input (scale, polarity), the new weights are this
-        share of the trained ones, the rest the parent's (:func:`~.anchoring.blend_weights`; 1: off).
-    """
-
-    train: TrainConfig = field(default_factory=_round_train_defaults)
-    steps_base: int = 100
-    steps_per_slice: int = 40
-    steps_max: int = 260
-    holdout: float = 0.25
-    holdout_whole_from: int = 4
-    polarity: str = "auto"
-    start: str = "parent"
-    retune: bool = True
-    n_anchors: int = 3
-    anchor_min_f1: float = 0.7
-    anchor_max_rand: float = 0.1
-    invert_margin: float = 0.05
-    good_parent_lr: float = 0.2
-    refine_margin_f1: float = 0.01
-    refine_margin_rand: float = 0.005
-    refine_blend_f1: float = 1.0
-    refine_blend_rand: float = 0.25
-    tie_pixel_margin: float = 0.01
-    adapt_freeze: str = "input"
-    refine_freeze_rand: str = "input"
-    scale: ScaleConfig = field(default_factory=ScaleConfig)
-
-    def __post_init__(self) -> None:
-        if self.polarity not in ("auto", "keep", "invert"):
-            raise ValueError(f"polarity must be 'auto', 'keep' or 'invert', got {self.polarity!r}")
-        if self.start not in ("parent", "scratch"):
-            raise ValueError(f"start must be 'parent' or 'scratch', got {self.start!r}")
-        if not 0 <= self.holdout < 1:
-            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
-        for k in ("adapt_freeze", "refine_freeze_rand"):
-            if getattr(self, k) not in FREEZE:
-                raise ValueError(f"{k} must be one of {', '.join(FREEZE)}, got "
-                                 f"{getattr(self, k)!r}")
-
-    def steps_for(self, slice_sizes: Sequence[int]) -> int:
-        """Steps for corrected slices of these pixel counts (``train.steps`` if set)."""
-        if self.train.steps > 0:
-            return int(self.train.steps)
-        k = sum(max(1.0, n / 2**18) for n in slice_sizes)
-        return int(min(self.steps_max, self.steps_base + self.steps_per_slice * k))
+__all__ = ["RoundConfig", "finetune_round"]
 
 
 def _new_start(parent: UNet, cfg: RoundConfig) -> UNet:
@@ -236,15 +131,16 @@ def finetune_round(
     refine = good and cfg.start == "parent"  # a good parent stays unless clearly beaten
     t_imgs, t_labs, t_boxes, t_anchors = to_scale(input_scale(model), imgs, labs, boxes,
                                                   anchors)
-    train_cfg = _train_config(cfg, t_labs, refine, bool(refine and anchors), fill)
+    share = cfg.refine_blend_rand if fill else cfg.refine_blend_f1
+    blend = refine and share < 1 and not (flip or rescaled)  # the parent's weights, its input
+    train_cfg = _train_config(cfg, t_labs, refine, bool(refine and anchors), fill, blend)
     yield Stage(f"training {train_cfg.steps} steps")
     prepared = None
     if train_cfg.anchor_weight > 0 and t_anchors:
         prepared = yield from anchors_one_by_one(model, t_anchors, cfg.train.device)
     losses, n_trained = yield from _train(model, t_imgs, t_labs, t_boxes, train_cfg, resume,
                                           prepared)
-    share = cfg.refine_blend_rand if fill else cfg.refine_blend_f1
-    if refine and share < 1 and not (flip or rescaled):  # the parent's weights, its input
+    if blend:
         yield Stage(f"blending {1 - share:.0%} of the parent's weights back in")
         blend_weights(model, parent, share)
     check = yield from _check(parent, model, imgs, labs, boxes, prepared, refine, cfg)
@@ -376,17 +272,20 @@ def _is_good(parent: UNet, quality: float, cfg: RoundConfig) -> bool:
 
 
 def _train_config(cfg: RoundConfig, labs: list[np.ndarray], refine: bool, anchor: bool,
-                  fill: bool = False) -> TrainConfig:
+                  fill: bool = False, blend: bool = False) -> TrainConfig:
     """The round's training settings: steps for the data, a small rate to refine a good parent.
 
     ``fill`` (cells tile the image, every crop is full of objects): no object-centred crops
     (with them, low contrast EM after one corrected slice went from 0.091 to 0.179). Adapting,
     the input layer stays (tissue F1 0.649 -> 0.659 at k = 1, low-contrast EM 0.163 -> 0.113 at
     k = 4), and refining EM cells (at most 0.001 either way, a third less time); refining
-    objects, it cost the sample data's round its gain (docs/models.md, session 16).
+    objects, it cost the sample data's round its gain (docs/models.md, session 16). With
+    ``blend`` (the weights go back towards the parent's), ``blend_steps`` of the steps.
     """
     train_cfg = copy.deepcopy(cfg.train)
     train_cfg.steps = cfg.steps_for([lab.size for lab in labs])
+    if blend and cfg.train.steps <= 0:
+        train_cfg.steps = max(1, round(train_cfg.steps * cfg.blend_steps))
     if fill:
         train_cfg.object_crops = 0.0
     train_cfg.anchor_weight = train_cfg.anchor_weight if anchor else 0.0
