@@ -347,6 +347,10 @@ def test_a_tie_on_the_held_back_blocks_is_reported_as_a_tie():
     assert "F1 1.000 -> 1.000 (better: a tie, decided by the pixels)" in rep.summary()
     rep.by_pixels, rep.new_score = False, 0.9
     assert rep.summary().endswith("(better)")
+    rep.metric, rep.tied, rep.new_score = "adapted Rand error", True, 1.0  # EM: no pixels
+    assert "(as good, a tie: kept, a blend mostly of the parent's weights)" in rep.summary()
+    rep.accepted = False
+    assert rep.summary().endswith("(NOT better (a tie): keep the parent)")
 
 
 def test_for_a_good_parent_scores_within_the_margin_are_a_tie_the_pixels_decide(net,

@@ -63,6 +63,9 @@ def test_a_tie_keeps_a_good_parent_of_tiling_cells_and_goes_to_the_pixels_for_ob
         _, results[fill] = _run(score_blocks(net, new, x, [lab], boxes, "cpu", margin=2.0))
     assert results[False].by_pixels  # objects: no score gap reaches 2.0, the pixels decide
     assert not results[True].by_pixels and not results[True].better  # EM: the parent stays
+    assert results[True].tied
+    _, blend = _run(score_blocks(net, new, x, [lab], boxes, "cpu", margin=2.0, blended=True))
+    assert blend.tied and blend.better and not blend.by_pixels  # a blend into the parent wins
 
 
 def test_a_tie_on_objects_goes_to_the_new_version_unless_its_pixels_are_clearly_worse(net):

@@ -143,7 +143,7 @@ def finetune_round(
     if blend:
         yield Stage(f"blending {1 - share:.0%} of the parent's weights back in")
         blend_weights(model, parent, share)
-    check = yield from _check(parent, model, imgs, labs, boxes, prepared, refine, cfg)
+    check = yield from _check(parent, model, imgs, labs, boxes, prepared, refine, cfg, blend)
     first, last = loss_ends(losses)
     report = RoundReport(
         metric=check.metric, parent_score=check.parent_score, new_score=check.new_score,
@@ -151,7 +151,8 @@ def finetune_round(
         anchored=len(prepared.images) if prepared is not None else 0, steps=len(losses),
         seconds=time.perf_counter() - t0, n_slices=len(imgs), loss_first=first,
         loss_last=last, postprocess=check.new_postprocess,
-        regime="refine" if good else "adapt", by_pixels=check.by_pixels,
+        regime="refine" if good else "adapt", by_pixels=check.by_pixels, tied=check.tied,
+        blended=blend,
         scale=input_scale(model), object_diameter=object_diameter(labs), rescaled=rescaled,
         whole_slices=len(imgs) - n_trained)
     describe_version(model, parent, report, zs, name, cfg.start)
@@ -194,7 +195,7 @@ def _train(model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray], boxes: d
 
 def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
            boxes: dict[int, Any], anchors: Anchors | None, refine: bool, cfg: RoundConfig,
-           ) -> Generator[Any, None, CheckResult]:
+           blended: bool = False) -> Generator[Any, None, CheckResult]:
     """Re-tune the post-processing and compare the new version with its parent."""
     yield Stage("re-tuning the post-processing and comparing with the parent")
     prefer = None
@@ -206,7 +207,7 @@ def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndar
     margin = (cfg.refine_margin_rand if fill else cfg.refine_margin_f1) if refine else 0.0
     return (yield from score_blocks(parent, model, imgs, labs, boxes, cfg.train.device,
                                     cfg.retune, prefer, margin, tune_parent=refine,
-                                    pixel_margin=cfg.tie_pixel_margin))
+                                    pixel_margin=cfg.tie_pixel_margin, blended=blended))
 
 
 def _pick_polarity(parent: UNet, start: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],

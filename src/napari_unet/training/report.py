@@ -41,6 +41,8 @@ class RoundReport:
     object_diameter: float | None = None  # median object diameter in the corrections (px)
     rescaled: bool = False  # the round changed the input scale
     whole_slices: int = 0  # corrected slices held back whole (none trained on)
+    tied: bool = False  # the scores tied within the margin
+    blended: bool = False  # the new weights went most of the way back to the parent's
 
     def summary(self) -> str:
         """One line for the dock's status and the CLI, e.g. "F1 0.41 -> 0.83"."""
@@ -52,6 +54,9 @@ class RoundReport:
         if self.by_pixels:
             verdict += (": a tie, decided by the pixels" if self.accepted else
                         ": a tie, and the pixels did not favour it")
+        elif self.tied:
+            verdict = ("as good, a tie: kept, a blend mostly of the parent's weights"
+                       if self.accepted else "NOT better (a tie): keep the parent")
         extra = "; input inverted (dark objects on bright)" if self.inverted else ""
         if self.rescaled:
             extra += (f"; input resampled x{self.scale:g} (your objects ~"
