@@ -337,10 +337,8 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  blended: bool = False) -> Generator[Stage, None, CheckResult]:
     """Score both models on the held-back parts only (whole slices when none is held back).
 
-    Slices without a block are left out when any slice has one: with whole slices held
-    back (four corrections or more) the others were trained on, and until session 12 they
-    were scored whole too, so three of the four slices that ranked the thresholds at k = 4
-    were training data.
+    Slices without a block are left out when any slice has one (from four corrections,
+    whole slices are held back and the others were trained on).
 
     Each is predicted as the user would predict (its TTA recommendation). With ``retune``
     each model's thresholds are tuned on the blocks first (the same candidates for both,
@@ -355,8 +353,8 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     Cells that tile the image (``fill``) within a non-zero margin keep the parent: pixel
     accuracy does not see the membrane gaps that merge cells (in-domain ISBI rounds that
     won such ties by the pixels gained at most 0.002 on unseen slices and lost up to 0.017),
-    unless the new version is ``blended`` three quarters back into the parent: those were
-    at least as good as the parent on the unseen slices in every in-domain round measured.
+    unless the new version is ``blended`` mostly back into the parent (never worse than it
+    on the unseen slices in the in-domain rounds measured: docs/models.md, session 17).
     Objects within ``pixel_margin`` of the parent's pixels win the tie (blocks of 1-3 nuclei
     tie 1.000 -> 1.000; the new version was better on the test in 25 of 28: docs/models.md).
     """
