@@ -292,8 +292,9 @@ def _report_round(result: Any, a: argparse.Namespace) -> None:
 
     rep = result.report
     print(f"self-check {rep.summary()}")
-    print(f"loss on your corrections {rep.loss_first:.4f} -> {rep.loss_last:.4f} over "
-          f"{rep.steps} steps ({rep.seconds:.0f} s)")
+    print(f"loss on random crops of your corrections, first -> last tenth of {rep.steps} "
+          f"steps: {rep.loss_first:.4f} -> {rep.loss_last:.4f} ({rep.seconds:.0f} s; the "
+          "self-check, not the loss, says whether the model improved)")
     written, warning = save_model_or_rescue(result.model, a.output)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)
