@@ -97,5 +97,8 @@ def test_em_thresholds_step_up_on_blocks_and_on_whole_held_back_slices(net, monk
     monkeypatch.setattr(selfcheck, "tune_postprocess", lambda s, regions, **kw: (dict(s), 0.0))
     whole = (slice(0, lab.shape[0]), slice(0, lab.shape[1]))
     for box in (holdout_box(lab.shape, 0, 0.25), whole):
-        _, check = _run(score_blocks(net, copy.deepcopy(net), x, [lab], {0: box}, "cpu"))
-        assert check.new_postprocess["threshold"] == 0.6  # the tuned 0.5, one step up
+        for step_whole in (True, False):
+            _, check = _run(score_blocks(net, copy.deepcopy(net), x, [lab], {0: box}, "cpu",
+                                         step_whole=step_whole))
+            stepped = step_whole or box != whole  # blocks of trained slices always step
+            assert check.new_postprocess["threshold"] == (0.6 if stepped else 0.5)

@@ -207,7 +207,8 @@ def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndar
     margin = (cfg.refine_margin_rand if fill else cfg.refine_margin_f1) if refine else 0.0
     return (yield from score_blocks(parent, model, imgs, labs, boxes, cfg.train.device,
                                     cfg.retune, prefer, margin, tune_parent=refine,
-                                    pixel_margin=cfg.tie_pixel_margin, blended=blended))
+                                    pixel_margin=cfg.tie_pixel_margin, blended=blended,
+                                    step_whole=blended or not refine))
 
 
 def _pick_polarity(parent: UNet, start: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
