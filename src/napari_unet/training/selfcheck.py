@@ -302,7 +302,7 @@ def seen_step_up(settings: dict[str, Any]) -> dict[str, Any]:
     too low a threshold merges cells, too high a one only splits a few. There the step
     helped rounds that adapt a failing parent (4 of 4, by 0.003-0.042) or blend back into
     a good one (4 of 4, by 0.002-0.004), and cost rounds that refine a good parent at
-    another scale or polarity 0.002-0.007 in 6 of 8 (session 17): those do not step.
+    another scale or polarity 0.002-0.007 in 6 of 7 (session 17): those do not step.
     """
     higher = [t for t in THRESHOLDS if t > settings["threshold"] + 1e-9]
     return {**settings, "threshold": higher[0]} if higher else dict(settings)
