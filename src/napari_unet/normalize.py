@@ -26,6 +26,10 @@ class Normalization:
         polarity of the images is flipped, e.g. dark nuclei on a bright background for a
         network trained on bright nuclei. Set by a fine-tuning round when the corrections
         say so (:mod:`napari_unet.training.loop`).
+    smooth : float
+        Width (sigma, pixels) of a Gaussian applied to the normalised image, edges mirrored
+        (0: none). Set by a round when the corrections show noisy images
+        (:mod:`napari_unet.training.denoise`).
     """
 
     mode: str = "percentile"
@@ -34,6 +38,7 @@ class Normalization:
     offset: float = 0.0
     scale: float = 1.0
     invert: bool = False
+    smooth: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> Normalization:
@@ -41,7 +46,7 @@ class Normalization:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def __call__(self, image: np.ndarray, channel_axis: int | None = None,
-                 min_range: float | np.ndarray = 0.0) -> np.ndarray:
+                 min_range: float | np.ndarray = 0.0, smooth: bool = True) -> np.ndarray:
         """Return a float32 normalised copy of ``image``.
 
         Parameters
@@ -56,6 +61,8 @@ class Normalization:
             less. A stack passes a share of its typical range
             (:func:`stack_range_floor`), so that a slice of background noise is not stretched
             into "objects" (0: off, each image on its own).
+        smooth : bool
+            Apply :attr:`smooth` (see :meth:`smoothed`).
 
         Returns
         -------
@@ -63,8 +70,25 @@ class Normalization:
             float32 array of the same shape.
         """
         out = self._normalise(np.asarray(image, dtype=np.float32), channel_axis, min_range)
+        if smooth:
+            out = self.smoothed(out, channel_axis)
         return (np.float32(0.0 if self.mode in ("fixed", "none") else 1.0) - out) \
             if self.invert else out
+
+    def smoothed(self, image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+        """``image`` through the Gaussian of :attr:`smooth` (edges mirrored; channels apart).
+
+        A resampled model smooths in its network's pixels: prediction normalises without
+        smoothing (``smooth=False``), resamples, then calls this.
+        """
+        if self.smooth <= 0:
+            return image
+        from scipy.ndimage import gaussian_filter
+
+        sig = [float(self.smooth)] * image.ndim
+        if channel_axis is not None:
+            sig[channel_axis % image.ndim] = 0.0
+        return gaussian_filter(image, sig, mode="mirror").astype(np.float32, copy=False)
 
     def value_range(self, image: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
         """The gray-value range that is stretched to 0-1, per channel.

@@ -63,6 +63,14 @@ def _halo(depth: int, padding: str) -> int:
     return -(-(valid + stride) // stride) * stride
 
 
+def _gaussian(sigma: float) -> torch.Tensor:
+    # scipy.ndimage.gaussian_filter's kernel (truncate 4)
+    r = int(4.0 * sigma + 0.5)
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
 class BioimageioUNet(nn.Module):
     """U-Net (Ronneberger et al., 2015) whose output has the size of its input.
 
@@ -75,6 +83,9 @@ class BioimageioUNet(nn.Module):
     input_scale : float
         The input is resampled (bilinear) by this factor before the network and the class
         scores back to the input's size (``napari_unet.model.UNetConfig.input_scale``).
+    smooth : float
+        Width of a Gaussian (edges mirrored) applied to the network's input after the
+        resampling (``napari_unet.normalize.Normalization.smooth``; 0: none).
 
     Notes
     -----
@@ -84,7 +95,7 @@ class BioimageioUNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, n_classes: int = 2, depth: int = 5,
                  base_channels: int = 64, padding: str = "valid", input_scale: float = 1.0,
-                 ) -> None:
+                 smooth: float = 0.0) -> None:
         super().__init__()
         pad = 0 if padding == "valid" else 1
         widths = [base_channels * 2**i for i in range(depth)]
@@ -99,6 +110,9 @@ class BioimageioUNet(nn.Module):
         self.halo = _halo(depth, padding)
         self.offset = 0 if padding == "valid" else self.halo
         self.input_scale = float(input_scale)
+        self.smooth = float(smooth)
+        self.register_buffer("gauss", _gaussian(smooth) if smooth > 0 else torch.ones(1),
+                             persistent=False)
 
     def valid_size(self, n: int) -> int:
         """Smallest input length ``>= n`` that the network accepts."""
@@ -148,6 +162,11 @@ class BioimageioUNet(nn.Module):
 
     def same_size(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores with the input's spatial size (mirror padding, network, crop)."""
+        if self.smooth > 0:
+            c, r = x.shape[1], (self.gauss.numel() - 1) // 2
+            x = self._mirror(x, r, r, r, r)
+            x = F.conv2d(x, self.gauss.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+            x = F.conv2d(x, self.gauss.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
         h, w = x.shape[-2], x.shape[-1]
         hh = self.valid_size(h + 2 * self.halo)
         ww = self.valid_size(w + 2 * self.halo)

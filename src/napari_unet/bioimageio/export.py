@@ -168,7 +168,8 @@ def arch_kwargs(model: UNet) -> dict[str, Any]:
     c = model.config
     return {"in_channels": c.in_channels, "n_classes": c.n_classes, "depth": c.depth,
             "base_channels": c.base_channels, "padding": c.padding,
-            "input_scale": c.input_scale}
+            "input_scale": c.input_scale,
+            "smooth": float(c.normalization.get("smooth", 0.0) or 0.0)}
 
 
 def build_network(model: UNet) -> torch.nn.Module:

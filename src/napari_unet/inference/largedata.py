@@ -53,6 +53,7 @@ def global_normalization(model: UNet, image: Any) -> UNet:
         fixed.config.normalization = (
             {"mode": "fixed", "offset": float(lo) + scale, "scale": -scale} if norm.invert
             else {"mode": "fixed", "offset": float(lo), "scale": scale})
+        fixed.config.normalization["smooth"] = norm.smooth
     return fixed
 
 

@@ -320,10 +320,10 @@ class _SliceJob:
             self.unc[z] = spread if spread is not None else softmax_entropy(p)
 
     def one_slice(self, z: int, tile: int | None, batch: int | None) -> Generator:
-        x = self.norm(self.view.slice(z), channel_axis=0, min_range=self.floor)
         unit = is_unit(input_scale(self.model))
-        if not unit:  # the network sees objects at the size it learned
-            x = resample(x, self.net_yx)
+        x = self.norm(self.view.slice(z), channel_axis=0, min_range=self.floor, smooth=unit)
+        if not unit:  # the network sees objects at the size it learned, smoothed there
+            x = self.norm.smoothed(resample(x, self.net_yx), channel_axis=0)
         gen = predict_slice_iter(
             self.model, x, device=self.device, tile=tile, batch_size=batch, tta=self.tta,
             padding_mode=self.cfg.padding_mode, memory_budget=self.cfg.memory_budget,

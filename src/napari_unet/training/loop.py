@@ -8,7 +8,9 @@ user corrected and
 2. **checks the polarity**: the parent predicts the corrected slices as they are and with
    the gray values inverted; if the inverted images agree clearly better with the
    corrections (a fluorescence starter on dark nuclei over a bright background), the new
-   version inverts its input (``Normalization.invert``);
+   version inverts its input (``Normalization.invert``); then, likewise, whether a smoothed
+   input segments them clearly better (noisy images: :mod:`.denoise`) and at which input
+   scale (:mod:`.scale`);
 3. **anchors** on uncorrected slices of the same data only where the parent already
    segments the corrected slices well (anchoring a wrong parent holds it to its errors);
 4. **trains** (:func:`napari_unet.training.train.fine_tune`, AdamW with warm-up, steps
@@ -38,6 +40,7 @@ from ..model import UNet
 from ..model_record import ModelRecord
 from .agreement import anchor_agreement
 from .anchoring import Anchors, anchor_predictions, anchors_one_by_one, blend_weights
+from .denoise import candidate_sigmas, pick_smoothing, smoothing, with_smoothing
 from .pairs import corrected_pairs
 from .report import RoundReport, RoundResult, describe_version, loss_ends
 from .round_config import RoundConfig
@@ -129,10 +132,11 @@ def finetune_round(
     yield Stage(f"checking {parent.record.get('name', 'the model')} on {len(imgs)} corrected slice(s)")
     model, flip, rescaled, good = yield from _choose_start(parent, imgs, labs, boxes, cfg)
     refine = good and cfg.start == "parent"  # a good parent stays unless clearly beaten
+    smoothed = smoothing(model) != smoothing(parent)
     t_imgs, t_labs, t_boxes, t_anchors = to_scale(input_scale(model), imgs, labs, boxes,
                                                   anchors)
     share = cfg.refine_blend_rand if fill else cfg.refine_blend_f1
-    blend = refine and share < 1 and not (flip or rescaled)  # the parent's weights, its input
+    blend = refine and share < 1 and not (flip or rescaled or smoothed)  # the parent's input
     train_cfg = _train_config(cfg, t_labs, refine, bool(refine and anchors), fill, blend)
     yield Stage(f"training {train_cfg.steps} steps")
     prepared = None
@@ -154,7 +158,7 @@ def finetune_round(
         regime="refine" if good else "adapt", by_pixels=check.by_pixels, tied=check.tied,
         blended=blend,
         scale=input_scale(model), object_diameter=object_diameter(labs), rescaled=rescaled,
-        whole_slices=len(imgs) - n_trained)
+        whole_slices=len(imgs) - n_trained, smooth=smoothing(model), smoothed=smoothed)
     describe_version(model, parent, report, zs, name, cfg.start)
     return RoundResult(model, check.better, report)
 
@@ -171,6 +175,7 @@ def _choose_start(parent: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
     probs = yield from predict_slices(parent, imgs, cfg.train.device)
     model, flip, probs = yield from _pick_polarity(parent, _new_start(parent, cfg), imgs, labs,
                                                    boxes, probs, cfg)
+    model, probs = yield from _pick_smoothing(model, imgs, labs, probs, cfg)
     model, quality, rescaled = yield from _pick_scale(parent, model, imgs, labs, probs, cfg)
     return model, flip, rescaled, _is_good(parent, quality, cfg)
 
@@ -228,6 +233,28 @@ def _pick_polarity(parent: UNet, start: UNet, imgs: list[np.ndarray], labs: list
         return _with_polarity(start, not start.config.normalization.get("invert", False)), \
             True, parent_probs
     return start, False, parent_probs
+
+
+def _pick_smoothing(model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
+                    probs: list[np.ndarray], cfg: RoundConfig,
+                    ) -> Generator[Any, None, tuple[UNet, list[np.ndarray]]]:
+    """``model`` smoothing its input when the parent segments the corrections clearly better so.
+
+    Returns it and the parent's predictions of the corrected slices with that input.
+    """
+    if cfg.smooth.mode != "auto" or cfg.start != "parent":
+        return model, probs
+    current = smoothing(model)
+    scored, all_probs = [(current, parent_quality(model, probs, labs))], {current: probs}
+    for s in candidate_sigmas(current, cfg.smooth):
+        yield Stage(f"checking the model on smoothed input (Gaussian of {s:g} px)")
+        all_probs[s] = yield from predict_slices(with_smoothing(model, s), imgs,
+                                                 cfg.train.device)
+        scored.append((s, parent_quality(model, all_probs[s], labs)))
+    chosen = pick_smoothing(scored, bool(postprocess_settings(model)["fill"]), cfg.smooth)
+    if chosen == current:
+        return model, probs
+    return with_smoothing(model, chosen), all_probs[chosen]
 
 
 def _pick_scale(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],

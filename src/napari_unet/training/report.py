@@ -43,6 +43,8 @@ class RoundReport:
     whole_slices: int = 0  # corrected slices held back whole (none trained on)
     tied: bool = False  # the scores tied within the margin
     blended: bool = False  # the new weights went most of the way back to the parent's
+    smooth: float = 0.0  # the Gaussian width (input px) the new version smooths its input with
+    smoothed: bool = False  # the round changed the smoothing
 
     def summary(self) -> str:
         """One line for the dock's status and the CLI, e.g. "F1 0.41 -> 0.83"."""
@@ -61,6 +63,9 @@ class RoundReport:
         if self.rescaled:
             extra += (f"; input resampled x{self.scale:g} (your objects ~"
                       f"{self.object_diameter or 0:.0f} px)")
+        if self.smoothed:
+            extra += (f"; input smoothed (Gaussian of {self.smooth:g} px: noisy images)"
+                      if self.smooth else "; input no longer smoothed")
         return (f"on {where}: {self.metric} {self.parent_score:.3f} -> {self.new_score:.3f} "
                 f"({verdict}){extra}")
 

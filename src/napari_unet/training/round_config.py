@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .denoise import SmoothConfig
 from .scale import ScaleConfig
 from .train_config import FREEZE, TrainConfig
 
@@ -97,6 +98,7 @@ class RoundConfig:
     adapt_freeze: str = "input"
     refine_freeze_rand: str = "input"
     scale: ScaleConfig = field(default_factory=ScaleConfig)
+    smooth: SmoothConfig = field(default_factory=SmoothConfig)
 
     def __post_init__(self) -> None:
         if self.polarity not in ("auto", "keep", "invert"):

@@ -1,0 +1,116 @@
+"""The input smoothing of a round's new version (napari_unet.training.denoise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet.inference.predict import predict
+from napari_unet.jobs import run
+from napari_unet.model_files import load_model, save_model
+from napari_unet.normalize import Normalization
+from napari_unet.training.denoise import (
+    SmoothConfig,
+    candidate_sigmas,
+    pick_smoothing,
+    smoothing,
+    with_smoothing,
+)
+from napari_unet.training.loop import RoundConfig, finetune_round
+from napari_unet.training.train import TrainConfig
+
+
+def _blobs(seed: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:96, :96]
+    labels = np.zeros((96, 96), np.uint16)
+    for i in range(1, 9):
+        cy, cx = rng.integers(10, 86, 2)
+        labels[((yy - cy) ** 2 + (xx - cx) ** 2 < 40) & (labels == 0)] = i
+    image = (labels > 0) * 120.0 + 60 + rng.normal(0, noise, labels.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), labels
+
+
+def _cfg(steps: int, **kw) -> RoundConfig:
+    train = TrainConfig(steps=steps, lr=3e-3, tile=48, batch_size=2, device="cpu", amp=False,
+                        seed=0)
+    return RoundConfig(train=train, polarity="keep", **kw)
+
+
+def test_the_smoothing_is_part_of_the_normalisation_and_spares_the_channels():
+    rng = np.random.default_rng(0)
+    x = rng.normal(100, 20, (2, 64, 64)).astype(np.float32)
+    x[1] = 50.0
+    plain = Normalization()(x, channel_axis=0)
+    smooth = Normalization(smooth=1.0)(x, channel_axis=0)
+    assert smooth.shape == x.shape and smooth.dtype == np.float32
+    assert smooth[0].std() < 0.5 * plain[0].std()  # white noise: a Gaussian of 1 px
+    np.testing.assert_allclose(smooth[1], plain[1], atol=1e-6)  # channels are not mixed
+    assert Normalization.from_dict({"smooth": 2.0}).smooth == 2.0
+    assert Normalization.from_dict({}).smooth == 0.0  # models saved before it
+
+
+def test_another_smoothing_is_taken_only_for_a_clear_gain():
+    cfg = SmoothConfig(margin_f1=0.03, margin_rand=0.005)
+    assert pick_smoothing([(0.0, 0.60), (1.0, 0.62), (2.0, 0.55)], False, cfg) == 0.0
+    assert pick_smoothing([(0.0, 0.60), (1.0, 0.70), (2.0, 0.65)], False, cfg) == 1.0
+    assert pick_smoothing([(0.0, 0.10), (1.0, 0.09), (2.0, 0.05)], True, cfg) == 2.0
+    assert pick_smoothing([(1.0, 0.10), (0.0, 0.097)], True, cfg) == 1.0  # the parent's own
+    assert candidate_sigmas(1.0, SmoothConfig()) == [0.0, 2.0]
+    with pytest.raises(ValueError, match="smoothing must be"):
+        SmoothConfig(mode="always")
+
+
+def test_a_smoothing_model_predicts_and_saves_as_it_trained(net, tmp_path):
+    img, _ = _blobs(0, 30)
+    smooth = with_smoothing(net, 1.0)
+    assert smoothing(net) == 0.0 and smoothing(smooth) == 1.0
+    p0 = predict(net, img, device="cpu", precision="fp32", tta=False)
+    p1 = predict(smooth, img, device="cpu", precision="fp32", tta=False)
+    assert np.abs(p0 - p1).max() > 1e-3
+    save_model(smooth, tmp_path / "m.pt")
+    again = predict(load_model(tmp_path / "m.pt"), img, device="cpu", precision="fp32", tta=False)
+    np.testing.assert_allclose(again, p1, atol=1e-5)
+
+
+def test_a_round_smooths_the_input_only_when_the_parent_segments_better_so(net, monkeypatch):
+    from napari_unet.training import loop
+
+    clean = [_blobs(s, 10) for s in range(3)]
+    first = run(finetune_round(net, [c[0] for c in clean], [c[1] for c in clean], _cfg(80)))
+    noisy_img, noisy_lab = _blobs(7, 30)
+    scored: list = []
+    real = loop.pick_smoothing
+    monkeypatch.setattr(loop, "pick_smoothing", lambda s, f, c: scored.extend(s) or real(s, f, c))
+    res = run(finetune_round(first.model, noisy_img, noisy_lab, _cfg(2)))
+    assert [s for s, _ in scored] == [0.0, 1.0, 2.0]
+    # this small network segments the noisy blobs worse when smoothed: the parent's input stays
+    assert max(scored[1:], key=lambda sq: sq[1])[1] < scored[0][1]
+    assert not res.report.smoothed and smoothing(res.model) == 0.0
+    monkeypatch.setattr(loop, "pick_smoothing", lambda s, f, c: 2.0)
+    res = run(finetune_round(first.model, noisy_img, noisy_lab, _cfg(2)))
+    assert res.report.smoothed and smoothing(res.model) == 2.0
+    assert res.model.record["self_check"]["smooth"] == 2.0
+    assert "input smoothed (Gaussian of 2 px" in res.report.summary()
+    assert smoothing(first.model) == 0.0  # the parent is untouched
+    monkeypatch.setattr(loop, "pick_smoothing", real)
+    kept = run(finetune_round(first.model, noisy_img, noisy_lab,
+                              _cfg(2, smooth=SmoothConfig(mode="keep"))))
+    assert not kept.report.smoothed
+
+
+def test_the_exported_network_smooths_as_prediction_does(net):
+    import torch
+
+    from napari_unet.bioimageio.export import _preprocess, build_network
+    img, _ = _blobs(3, 30)
+    model = with_smoothing(net, 1.5)
+    ours = predict(model, img, device="cpu", precision="fp32", tta=False)
+    norm = Normalization.from_dict(model.config.normalization)
+    with torch.no_grad():
+        logits = build_network(model)(torch.from_numpy(_preprocess(img[None], norm)[None]))
+    theirs = torch.softmax(logits, 1)[0].numpy()
+    np.testing.assert_allclose(theirs, ours, atol=2e-3)
+    plain = torch.softmax(build_network(net)(torch.from_numpy(
+        _preprocess(img[None], norm)[None])), 1)[0].detach().numpy()
+    assert np.abs(plain - ours).max() > 1e-2  # the smoothing is not a no-op
