@@ -218,12 +218,14 @@ def _round_config(a: argparse.Namespace) -> Any:
         Polarity, start, hold-out and scale of the round, and its training settings
         (options left out keep their defaults).
     """
+    from .training.denoise import SmoothConfig
     from .training.loop import RoundConfig
     from .training.scale import ScaleConfig
 
     cfg = RoundConfig(polarity=a.polarity if a.model else "keep",
                       start="scratch" if a.from_scratch else "parent",
-                      holdout=a.holdout, scale=ScaleConfig(mode=a.scale))
+                      holdout=a.holdout, scale=ScaleConfig(mode=a.scale),
+                      smooth=SmoothConfig(mode=a.smoothing))
     t = cfg.train
     t.steps, t.device, t.seed, t.checkpoint_path = a.steps or 0, a.device, a.seed, a.checkpoint
     t.ignore_label, t.expand_labels, t.anchor_weight = (a.ignore_label, a.expand_labels,
@@ -333,6 +335,9 @@ def add_train_parser(sub: Any, output_flags: Callable[[argparse.ArgumentParser],
                    help="auto: resample the input when the corrected objects' size differs "
                         "from the size the model learned; keep; or a factor (0.5: objects "
                         "twice as large as the model's)")
+    s.add_argument("--smoothing", default="auto", choices=["auto", "keep"],
+                   help="auto: smooth the input (a Gaussian of 1-2 px) when the model segments "
+                        "your noisy corrections clearly better so; keep: the model's own")
     s.add_argument("--holdout", type=float, default=0.25,
                    help="area fraction of each corrected slice held back for the self-check")
     s.add_argument("--channel-axis", type=int, default=None,

@@ -72,6 +72,9 @@ def test_two_step_finetune_on_two_marked_slices(make_napari_viewer, qtbot, tiny_
     assert widget.train_config().scale.mode == "auto"
     widget.scale_combo.setCurrentText("keep")
     assert widget.train_config().scale.mode == "keep"
+    assert widget.train_config().smooth.mode == "auto"
+    widget.smooth_combo.setCurrentText("keep")
+    assert widget.train_config().smooth.mode == "keep"
     assert widget.plot.steps == [1, 2]
     assert widget.progress.value() == 2
     report = model.record["self_check"]

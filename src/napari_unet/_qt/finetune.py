@@ -121,6 +121,11 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         self.scale_combo.setToolTip("auto: when your objects' size differs from the size the "
                                     "model learned, the new version resamples its input to "
                                     "it; keep: the current version's input scale")
+        self.smooth_combo = QComboBox(self)
+        self.smooth_combo.addItems(["auto", "keep"])
+        self.smooth_combo.setToolTip("auto: when the model segments your noisy corrections "
+                                     "clearly better on smoothed images, the new version "
+                                     "smooths its input; keep: the current version's")
         self.scratch_check = check_box("start from scratch", self, tip="Train a new network "
                                        "of the current model's shape: for data far from every "
                                        "starter model")
@@ -152,6 +157,7 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
         aug_row.addWidget(self.preview_button)
         train_form.addRow(aug_row)
         train_form.addRow("input scale", self.scale_combo)
+        train_form.addRow("input smoothing", self.smooth_combo)
         train_form.addRow(self.anchor_check)
         train_form.addRow(self.scratch_check)
         train_form.addRow(self.predict_after_check)
@@ -240,11 +246,13 @@ class FineTuneWidget(AfterTrainingMixin, SliceScanMixin, QWidget):
     def train_config(self) -> Any:
         """Build the round's :class:`~napari_unet.training.loop.RoundConfig` from the dock's settings."""
         from ..training.augment import AugmentConfig
+        from ..training.denoise import SmoothConfig
         from ..training.loop import RoundConfig
         from ..training.scale import ScaleConfig
 
         cfg = RoundConfig(start="scratch" if self.scratch_check.isChecked() else "parent",
-                          scale=ScaleConfig(mode=self.scale_combo.currentText()))
+                          scale=ScaleConfig(mode=self.scale_combo.currentText()),
+                          smooth=SmoothConfig(mode=self.smooth_combo.currentText()))
         t = cfg.train
         t.steps = self.steps_spin.value()  # 0: scaled to the corrected data
         t.lr, t.tile, t.device = self.lr_spin.value(), self.tile_spin.value(), \

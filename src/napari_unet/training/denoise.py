@@ -59,9 +59,15 @@ def with_smoothing(model: Any, sigma: float) -> Any:
     return out
 
 
-def candidate_sigmas(current: float, cfg: SmoothConfig) -> list[float]:
-    """The widths to try besides ``current``, in the order given."""
-    return [float(s) for s in cfg.sigmas if abs(s - current) > 1e-6]
+def candidate_sigmas(current: float, cfg: SmoothConfig) -> list[list[float]]:
+    """The widths to try besides ``current``: those above it, then those below.
+
+    Each run is ordered away from ``current``; a round stops a run at the first width that
+    scores no better than the one before (in-domain data costs one prediction more, not two).
+    """
+    up = sorted(float(s) for s in cfg.sigmas if s > current + 1e-6)
+    down = sorted((float(s) for s in cfg.sigmas if s < current - 1e-6), reverse=True)
+    return [run for run in (up, down) if run]
 
 
 def pick_smoothing(scored: Sequence[tuple[float, float]], fill: bool, cfg: SmoothConfig) -> float:

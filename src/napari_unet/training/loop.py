@@ -244,14 +244,20 @@ def _pick_smoothing(model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
     """
     if cfg.smooth.mode != "auto" or cfg.start != "parent":
         return model, probs
-    current = smoothing(model)
+    current, fill = smoothing(model), bool(postprocess_settings(model)["fill"])
     scored, all_probs = [(current, parent_quality(model, probs, labs))], {current: probs}
-    for s in candidate_sigmas(current, cfg.smooth):
-        yield Stage(f"checking the model on smoothed input (Gaussian of {s:g} px)")
-        all_probs[s] = yield from predict_slices(with_smoothing(model, s), imgs,
-                                                 cfg.train.device)
-        scored.append((s, parent_quality(model, all_probs[s], labs)))
-    chosen = pick_smoothing(scored, bool(postprocess_settings(model)["fill"]), cfg.smooth)
+    for run in candidate_sigmas(current, cfg.smooth):
+        last = scored[0][1]
+        for s in run:
+            yield Stage(f"checking the model on smoothed input (Gaussian of {s:g} px)")
+            all_probs[s] = yield from predict_slices(with_smoothing(model, s), imgs,
+                                                     cfg.train.device)
+            q = parent_quality(model, all_probs[s], labs)
+            scored.append((s, q))
+            if (q >= last) if fill else (q <= last):  # no better than the step before
+                break
+            last = q
+    chosen = pick_smoothing(scored, fill, cfg.smooth)
     if chosen == current:
         return model, probs
     return with_smoothing(model, chosen), all_probs[chosen]
