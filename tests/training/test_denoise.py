@@ -100,12 +100,16 @@ def test_a_round_smooths_the_input_only_when_the_parent_segments_better_so(net, 
     assert not kept.report.smoothed
 
 
-def test_the_exported_network_smooths_as_prediction_does(net):
+@pytest.mark.parametrize("scale", [1.0, 1.5, 0.7])
+def test_the_exported_network_smooths_as_prediction_does(net, scale):
     import torch
 
     from napari_unet.bioimageio.export import _preprocess, build_network
     img, _ = _blobs(3, 30)
-    model = with_smoothing(net, 1.5)
+    from napari_unet.model import UNet
+
+    model = with_smoothing(UNet(net.config, input_scale=scale), 1.5)
+    model.load_state_dict(net.state_dict())
     ours = predict(model, img, device="cpu", precision="fp32", tta=False)
     norm = Normalization.from_dict(model.config.normalization)
     with torch.no_grad():

@@ -158,7 +158,11 @@ class BioimageioUNet(nn.Module):
         h, w = x.shape[-2], x.shape[-1]
         size = [max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))]
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=s < 1)
-        return F.interpolate(self.same_size(x), size=[h, w], mode="bilinear", align_corners=False)
+        # napari-unet resamples the probabilities, not the scores: the log of the resampled
+        # probabilities goes through the package's softmax back to exactly those
+        p = F.interpolate(torch.softmax(self.same_size(x), dim=1), size=[h, w], mode="bilinear",
+                          align_corners=False, antialias=s > 1)
+        return torch.log(p.clamp_min(1e-12))
 
     def same_size(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores with the input's spatial size (mirror padding, network, crop)."""
