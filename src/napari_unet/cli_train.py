@@ -336,7 +336,7 @@ def add_train_parser(sub: Any, output_flags: Callable[[argparse.ArgumentParser],
                         "from the size the model learned; keep; or a factor (0.5: objects "
                         "twice as large as the model's)")
     s.add_argument("--smoothing", default="auto", choices=["auto", "keep"],
-                   help="auto: smooth the input (a Gaussian of 1-2 px) when the model segments "
+                   help="auto: smooth the input (a Gaussian of 1 px) when the model segments "
                         "your noisy corrections clearly better so; keep: the model's own")
     s.add_argument("--holdout", type=float, default=0.25,
                    help="area fraction of each corrected slice held back for the self-check")

@@ -56,7 +56,8 @@ def test_another_smoothing_is_taken_only_for_a_clear_gain():
     assert pick_smoothing([(0.0, 0.60), (1.0, 0.70), (2.0, 0.65)], False, cfg) == 1.0
     assert pick_smoothing([(0.0, 0.10), (1.0, 0.09), (2.0, 0.05)], True, cfg) == 2.0
     assert pick_smoothing([(1.0, 0.10), (0.0, 0.097)], True, cfg) == 1.0  # the parent's own
-    assert candidate_sigmas(1.0, SmoothConfig()) == [[2.0], [0.0]]
+    assert candidate_sigmas(1.0, SmoothConfig(sigmas=(0, 1, 2))) == [[2.0], [0.0]]
+    assert candidate_sigmas(0.0, SmoothConfig()) == [[1.0]]
     assert candidate_sigmas(0.0, SmoothConfig(sigmas=(0, 1, 2, 4))) == [[1.0, 2.0, 4.0]]
     with pytest.raises(ValueError, match="smoothing must be"):
         SmoothConfig(mode="always")
