@@ -240,11 +240,16 @@ def _pick_smoothing(model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
                     ) -> Generator[Any, None, tuple[UNet, list[np.ndarray]]]:
     """``model`` smoothing its input when the parent segments the corrections clearly better so.
 
-    Returns it and the parent's predictions of the corrected slices with that input.
+    Returns it and the parent's predictions of the corrected slices with that input. Cells
+    that tile the image at another size than the parent's are left to the input scale: a
+    smoothed input there stood in for the resampling and blurred the thin membranes (EM at
+    half scale, k = 1: 0.045 -> 0.059; docs/models.md, session 18).
     """
-    if cfg.smooth.mode != "auto" or cfg.start != "parent":
+    fill = bool(postprocess_settings(model)["fill"])
+    if cfg.smooth.mode != "auto" or cfg.start != "parent" or (
+            fill and measured_scale(model, labs, cfg.scale) is not None):
         return model, probs
-    current, fill = smoothing(model), bool(postprocess_settings(model)["fill"])
+    current = smoothing(model)
     scored, all_probs = [(current, parent_quality(model, probs, labs))], {current: probs}
     for run in candidate_sigmas(current, cfg.smooth):
         last = scored[0][1]
