@@ -120,3 +120,30 @@ def test_the_exported_network_smooths_as_prediction_does(net, scale):
     plain = torch.softmax(build_network(net)(torch.from_numpy(
         _preprocess(img[None], norm)[None])), 1)[0].detach().numpy()
     assert np.abs(plain - ours).max() > 1e-2  # the smoothing is not a no-op
+
+
+def test_a_parent_good_only_with_the_rounds_new_input_is_checked_as_the_user_has_it(
+        net, monkeypatch):
+    from napari_unet.training import loop
+
+    clean = [_blobs(s, 10) for s in range(3)]
+    first = run(finetune_round(net, [c[0] for c in clean], [c[1] for c in clean], _cfg(80)))
+    dark_img, dark_lab = _blobs(7, 10)
+    dark_img = (255 - dark_img).astype(np.uint8)
+    seen: dict = {}
+    real = loop._check
+
+    def spy(parent, model, imgs, labs, boxes, anchors, refine, cfg, blended=False, as_is=True):
+        seen["refine"] = refine and as_is
+        return (yield from real(parent, model, imgs, labs, boxes, anchors, refine, cfg, blended,
+                                as_is))
+
+    monkeypatch.setattr(loop, "_check", spy)
+    res = run(finetune_round(first.model, dark_img, dark_lab,
+                             RoundConfig(train=_cfg(2).train)))
+    # inverted, the parent segments the dark blobs well (refine: small steps, anchors) ...
+    assert res.report.inverted and res.report.regime == "refine"
+    # ... but the parent the user keeps does not invert: the check treats it as failing
+    assert seen["refine"] is False
+    res = run(finetune_round(first.model, *clean[0], _cfg(2)))
+    assert res.report.regime == "refine" and seen["refine"] is True  # good as it is

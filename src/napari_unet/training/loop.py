@@ -130,7 +130,7 @@ def finetune_round(
                                      1 if fill else 2, cfg.train.ignore_label)
     boxes = holdout_boxes(labs, cfg.holdout, cfg.holdout_whole_from, objects=not fill)
     yield Stage(f"checking {parent.record.get('name', 'the model')} on {len(imgs)} corrected slice(s)")
-    model, flip, rescaled, good = yield from _choose_start(parent, imgs, labs, boxes, cfg)
+    model, flip, rescaled, good, as_is = yield from _choose_start(parent, imgs, labs, boxes, cfg)
     refine = good and cfg.start == "parent"  # a good parent stays unless clearly beaten
     smoothed = smoothing(model) != smoothing(parent)
     t_imgs, t_labs, t_boxes, t_anchors = to_scale(input_scale(model), imgs, labs, boxes,
@@ -147,7 +147,8 @@ def finetune_round(
     if blend:
         yield Stage(f"blending {1 - share:.0%} of the parent's weights back in")
         blend_weights(model, parent, share)
-    check = yield from _check(parent, model, imgs, labs, boxes, prepared, refine, cfg, blend)
+    check = yield from _check(parent, model, imgs, labs, boxes, prepared, refine, cfg, blend,
+                              as_is)
     first, last = loss_ends(losses)
     report = RoundReport(
         metric=check.metric, parent_score=check.parent_score, new_score=check.new_score,
@@ -165,19 +166,21 @@ def finetune_round(
 
 def _choose_start(parent: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
                   boxes: dict[int, Any], cfg: RoundConfig,
-                  ) -> Generator[Any, None, tuple[UNet, bool, bool, bool]]:
+                  ) -> Generator[Any, None, tuple[UNet, bool, bool, bool, bool]]:
     """The network to train, from the parent's predictions of the corrected slices.
 
-    Returns it (with the polarity and input scale the corrections call for), whether its
-    input is inverted, whether it was rescaled, and whether the parent already segments the
-    corrections well (the *refine* regime).
+    Returns it (with the polarity, smoothing and input scale the corrections call for),
+    whether its input is inverted, whether it was rescaled, whether the parent already
+    segments the corrections well with that input (the *refine* regime), and whether it
+    does so with its own.
     """
     probs = yield from predict_slices(parent, imgs, cfg.train.device)
+    as_is = _is_good(parent, parent_quality(parent, probs, labs), cfg)
     model, flip, probs = yield from _pick_polarity(parent, _new_start(parent, cfg), imgs, labs,
                                                    boxes, probs, cfg)
     model, probs = yield from _pick_smoothing(model, imgs, labs, probs, cfg)
     model, quality, rescaled = yield from _pick_scale(parent, model, imgs, labs, probs, cfg)
-    return model, flip, rescaled, _is_good(parent, quality, cfg)
+    return model, flip, rescaled, _is_good(parent, quality, cfg), as_is
 
 
 def _train(model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray], boxes: dict[int, Any],
@@ -200,8 +203,14 @@ def _train(model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray], boxes: d
 
 def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
            boxes: dict[int, Any], anchors: Anchors | None, refine: bool, cfg: RoundConfig,
-           blended: bool = False) -> Generator[Any, None, CheckResult]:
-    """Re-tune the post-processing and compare the new version with its parent."""
+           blended: bool = False, as_is: bool = True) -> Generator[Any, None, CheckResult]:
+    """Re-tune the post-processing and compare the new version with its parent.
+
+    The parent is the one the user keeps: when it is good only with the round's new input
+    (``as_is`` false: inverted, smoothed or resampled), it is checked as a failing parent,
+    with its own thresholds and no margin (a smoothed low-contrast EM round tied a parent
+    tuned on the block, 0.013 -> 0.013, and kept one whose test error was 0.699).
+    """
     yield Stage("re-tuning the post-processing and comparing with the parent")
     prefer = None
     if anchors is not None and anchors.images and cfg.retune:
@@ -209,9 +218,10 @@ def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndar
         prefer = anchor_agreement(postprocess_settings(parent), anchors.probs,
                                   anchor_predictions(model, anchors, cfg.train.device))
     fill = postprocess_settings(parent)["fill"]
-    margin = (cfg.refine_margin_rand if fill else cfg.refine_margin_f1) if refine else 0.0
+    good = refine and as_is
+    margin = (cfg.refine_margin_rand if fill else cfg.refine_margin_f1) if good else 0.0
     return (yield from score_blocks(parent, model, imgs, labs, boxes, cfg.train.device,
-                                    cfg.retune, prefer, margin, tune_parent=refine,
+                                    cfg.retune, prefer, margin, tune_parent=good,
                                     pixel_margin=cfg.tie_pixel_margin, blended=blended,
                                     step_whole=blended or not refine))
 
