@@ -19,16 +19,11 @@ from napari_unet.training.denoise import (
 from napari_unet.training.loop import RoundConfig, finetune_round
 from napari_unet.training.train import TrainConfig
 
+from .test_loop import _blobs as _loop_blobs
+
 
 def _blobs(seed: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:96, :96]
-    labels = np.zeros((96, 96), np.uint16)
-    for i in range(1, 9):
-        cy, cx = rng.integers(10, 86, 2)
-        labels[((yy - cy) ** 2 + (xx - cx) ** 2 < 40) & (labels == 0)] = i
-    image = (labels > 0) * 120.0 + 60 + rng.normal(0, noise, labels.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), labels
+    return _loop_blobs(seed, noise=noise)
 
 
 def _cfg(steps: int, **kw) -> RoundConfig:
@@ -80,7 +75,7 @@ def test_a_round_smooths_the_input_only_when_the_parent_segments_better_so(net, 
 
     clean = [_blobs(s, 10) for s in range(3)]
     first = run(finetune_round(net, [c[0] for c in clean], [c[1] for c in clean], _cfg(80)))
-    noisy_img, noisy_lab = _blobs(7, 30)
+    noisy_img, noisy_lab = _blobs(7, 70)
     scored: list = []
     real = loop.pick_smoothing
     monkeypatch.setattr(loop, "pick_smoothing", lambda s, f, c: scored.extend(s) or real(s, f, c))

@@ -15,7 +15,7 @@ from napari_unet.training.selfcheck import holdout_box, holdout_boxes, score_blo
 from napari_unet.training.train import TrainConfig
 
 
-def _blobs(seed: int, bright: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _blobs(seed: int, bright: bool = True, noise: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:96, :96]
     labels = np.zeros((96, 96), np.uint16)
@@ -23,7 +23,7 @@ def _blobs(seed: int, bright: bool = True) -> tuple[np.ndarray, np.ndarray]:
         cy, cx = rng.integers(10, 86, 2)
         labels[((yy - cy) ** 2 + (xx - cx) ** 2 < 40) & (labels == 0)] = i
     fg = (labels > 0) * 120.0
-    image = (fg + 40 if bright else 200 - fg) + rng.normal(0, 10, labels.shape)
+    image = (fg + 40 if bright else 200 - fg) + rng.normal(0, noise, labels.shape)
     return np.clip(image, 0, 255).astype(np.uint8), labels
 
 

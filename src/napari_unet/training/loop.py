@@ -174,13 +174,16 @@ def _choose_start(parent: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
     segments the corrections well with that input (the *refine* regime), and whether it
     does so with its own.
     """
-    probs = yield from predict_slices(parent, imgs, cfg.train.device)
-    as_is = _is_good(parent, parent_quality(parent, probs, labs), cfg)
+    own = yield from predict_slices(parent, imgs, cfg.train.device)
     model, flip, probs = yield from _pick_polarity(parent, _new_start(parent, cfg), imgs, labs,
-                                                   boxes, probs, cfg)
+                                                   boxes, own, cfg)
     model, probs = yield from _pick_smoothing(model, imgs, labs, probs, cfg)
     model, quality, rescaled = yield from _pick_scale(parent, model, imgs, labs, probs, cfg)
-    return model, flip, rescaled, _is_good(parent, quality, cfg), as_is
+    good = _is_good(parent, quality, cfg)
+    if flip or rescaled or smoothing(model) != smoothing(parent):
+        return model, flip, rescaled, good, _is_good(parent, parent_quality(parent, own, labs),
+                                                     cfg)
+    return model, flip, rescaled, good, good
 
 
 def _train(model: UNet, imgs: list[np.ndarray], labs: list[np.ndarray], boxes: dict[int, Any],
