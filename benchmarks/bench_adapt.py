@@ -75,6 +75,20 @@ def rotated(case, shift: int):
         pool_labels=case.pool_labels[shift:] + case.pool_labels[:shift])
 
 
+def round_config(settings: list[str]) -> RoundConfig:
+    """The defaults with ``FIELD=VALUE`` settings (values as Python literals, else strings)."""
+    import ast
+
+    values = {}
+    for item in settings:
+        key, _, text = item.partition("=")
+        try:
+            values[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            values[key] = text
+    return RoundConfig(**values)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default=",".join(adapt_cases.NUCLEI_CASES + adapt_cases.EM_CASES))
@@ -83,7 +97,11 @@ def main() -> None:
     ap.add_argument("--rotations", type=int, default=1,
                     help="average each k over this many orders of the pool (rolled, so the "
                          "k-sets stay nested): which image comes first weighs as much as k")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a RoundConfig field for every round (a variant to compare with the "
+                         "defaults), e.g. --set regime_input=polarity")
     a = ap.parse_args()
+    variant = round_config(a.set)
     ks = [int(k) for k in a.ks.split(",")]
     results, worse, flagged, rounds, secs, below = {}, 0, 0, 0, [], 0
     for name in a.cases.split(","):
@@ -100,7 +118,7 @@ def main() -> None:
             trained, kept, forests = [], [], []
             for r in range(a.rotations if k < n_pool else 1):
                 order = rotated(case, r * n_pool // a.rotations)
-                res = run_round(parent, order, k, RoundConfig())
+                res = run_round(parent, order, k, variant)
                 if not a.no_peers:
                     forests.append(forest_score(order, k))
                 rep = res.report

@@ -177,9 +177,10 @@ def _choose_start(parent: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
     own = yield from predict_slices(parent, imgs, cfg.train.device)
     model, flip, probs = yield from _pick_polarity(parent, _new_start(parent, cfg), imgs, labs,
                                                    boxes, own, cfg)
+    q_polar = parent_quality(model, probs, labs) if cfg.regime_input == "polarity" else None
     model, probs = yield from _pick_smoothing(model, imgs, labs, probs, cfg)
     model, quality, rescaled = yield from _pick_scale(parent, model, imgs, labs, probs, cfg)
-    good = _is_good(parent, quality, cfg)
+    good = _is_good(parent, quality if q_polar is None else q_polar, cfg)
     if flip or rescaled or smoothing(model) != smoothing(parent):
         return model, flip, rescaled, good, _is_good(parent, parent_quality(parent, own, labs),
                                                      cfg)
