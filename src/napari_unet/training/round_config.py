@@ -74,9 +74,10 @@ class RoundConfig:
         Share of the automatic steps such a round trains (in-domain EM, k = 4: 208 steps
         instead of 260, the same test error).
     regime_input : str
-        Which parent decides the regime: ``"all"`` (with every new input the round picked:
-        polarity, smoothing, scale) or ``"polarity"`` (inverted if the round inverts, but
-        neither smoothed nor resampled).
+        Which parent decides the regime (refine or adapt): ``"unsmoothed"`` (with the
+        polarity and the input scale the round picked, but not its smoothing: a smoothed
+        input is one the parent never learned, so its weights must adapt to it), ``"all"``
+        (with every new input) or ``"polarity"`` (neither smoothed nor resampled).
     """
 
     train: TrainConfig = field(default_factory=_round_train_defaults)
@@ -101,7 +102,7 @@ class RoundConfig:
     tie_pixel_margin: float = 0.01
     adapt_freeze: str = "input"
     refine_freeze_rand: str = "input"
-    regime_input: str = "all"
+    regime_input: str = "unsmoothed"
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     smooth: SmoothConfig = field(default_factory=SmoothConfig)
 
@@ -112,8 +113,8 @@ class RoundConfig:
             raise ValueError(f"start must be 'parent' or 'scratch', got {self.start!r}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
-        if self.regime_input not in ("all", "polarity"):
-            raise ValueError(f"regime_input must be 'all' or 'polarity', got "
+        if self.regime_input not in ("unsmoothed", "all", "polarity"):
+            raise ValueError(f"regime_input must be 'unsmoothed', 'all' or 'polarity', got "
                              f"{self.regime_input!r}")
         for k in ("adapt_freeze", "refine_freeze_rand"):
             if getattr(self, k) not in FREEZE:
