@@ -4,7 +4,8 @@ For each case a simulated user corrects 1, 2 and 4 images of the pool (ground tr
 one default round (:func:`napari_unet.training.loop.finetune_round`, the dock's and the CLI's)
 starts each time from the dev-twin starter. Scored on the case's test images, which no
 round sees (their gray values only anchor, as uncorrected slices of the user's stack do):
-nuclei F1 at IoU 0.5, EM adapted Rand error of the labels. Rows per case: zero-shot, each
+nuclei F1 at IoU 0.5, EM adapted Rand error of the labels; also on the corrected images
+themselves (``<case>_own_k<k>``, zero-shot ``<case>_own_zero_k<k>``). Rows per case: zero-shot, each
 k (the trained version, and what the loop keeps: the parent when the self-check rejects;
 with ``--rotations R``, the mean over R orders of the pool, the k-sets nested in each),
 from scratch (k = 4), the random forest trained on the same k images (the same orders: the
@@ -36,13 +37,14 @@ def segment(model, image: np.ndarray) -> np.ndarray:
                                      **postprocess_settings(model))
 
 
-def score(case, labels_of) -> float:
-    preds = [labels_of(im) for im in case.test_images]
+def score(case, labels_of, images=None, truths=None) -> float:
+    """The case's metric of ``labels_of`` on its test images (or on ``images``, ``truths``)."""
+    images = case.test_images if images is None else images
+    truths = case.test_labels if truths is None else truths
+    preds = [labels_of(im) for im in images]
     if case.kind == "nuclei":
-        return float(np.mean([match_f1(t, p)["f1"] for t, p in zip(case.test_labels, preds,
-                                                                   strict=True)]))
-    return float(np.mean([adapted_rand(t, p) for t, p in zip(case.test_labels, preds,
-                                                             strict=True)]))
+        return float(np.mean([match_f1(t, p)["f1"] for t, p in zip(truths, preds, strict=True)]))
+    return float(np.mean([adapted_rand(t, p) for t, p in zip(truths, preds, strict=True)]))
 
 
 def run_round(parent, case, k: int, cfg: RoundConfig):
@@ -115,7 +117,7 @@ def main() -> None:
         print("   k  rot  trained  kept   self-check (parent -> new)       steps  wall_s  loss drop")
         n_pool = len(case.pool_images)
         for k in ks:
-            trained, kept, forests = [], [], []
+            trained, kept, forests, own, own_zero = [], [], [], [], []
             for r in range(a.rotations if k < n_pool else 1):
                 order = rotated(case, r * n_pool // a.rotations)
                 res = run_round(parent, order, k, variant)
@@ -123,6 +125,9 @@ def main() -> None:
                     forests.append(forest_score(order, k))
                 rep = res.report
                 s = score(case, lambda im, m=res.model: segment(m, im))
+                corrected = (order.pool_images[:k], order.pool_labels[:k])
+                own.append(score(case, lambda im, m=res.model: segment(m, im), *corrected))
+                own_zero.append(score(case, lambda im, m=parent: segment(m, im), *corrected))
                 trained.append(s)
                 kept.append(s if res.accepted else zero)
                 rounds += 1
@@ -139,8 +144,12 @@ def main() -> None:
                       f"  {rep.steps:5d}  {rep.seconds:6.1f}  {drop:8.2f}", flush=True)
             if len(trained) > 1:
                 print(f"{k:4d} mean  {np.mean(trained):7.3f}  {np.mean(kept):5.3f}")
+            print(f"{k:4d} on the corrected images themselves: {np.mean(own):.3f} (zero-shot "
+                  f"{np.mean(own_zero):.3f})")
             results[f"{name}_k{k}"] = float(np.mean(trained))
             results[f"{name}_kept_k{k}"] = float(np.mean(kept))
+            results[f"{name}_own_k{k}"] = float(np.mean(own))  # the corrected images
+            results[f"{name}_own_zero_k{k}"] = float(np.mean(own_zero))
             if forests:
                 fr = float(np.mean(forests))
                 results[f"{name}_forest_k{k}"] = fr

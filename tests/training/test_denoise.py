@@ -142,3 +142,30 @@ def test_a_parent_good_only_with_the_rounds_new_input_is_checked_as_the_user_has
     assert seen["refine"] is False
     res = run(finetune_round(first.model, *clean[0], _cfg(2)))
     assert res.report.regime == "refine" and seen["refine"] is True  # good as it is
+
+
+def test_the_regime_is_decided_without_the_smoothing(net, monkeypatch):
+    from napari_unet.training import loop
+
+    clean = [_blobs(s, 10) for s in range(3)]
+    first = run(finetune_round(net, [c[0] for c in clean], [c[1] for c in clean], _cfg(80)))
+    noisy_img, noisy_lab = _blobs(7, 70)
+    scored: list = []
+    monkeypatch.setattr(loop, "pick_smoothing", lambda s, f, c: scored.extend(s) or 1.0)
+    run(finetune_round(first.model, noisy_img, noisy_lab, _cfg(2)))
+    (_, plain), (_, smooth) = scored[:2]
+    assert plain != smooth
+    # a bar between the parent's scores without and with the smoothing: only the unsmoothed
+    # parent decides by default (a smoothed input is one the parent never learned)
+    bar = (plain + smooth) / 2
+    regimes = {}
+    for how in ("unsmoothed", "all"):
+        res = run(finetune_round(first.model, noisy_img, noisy_lab,
+                                 _cfg(2, anchor_min_f1=bar, regime_input=how)))
+        assert res.report.smoothed
+        regimes[how] = res.report.regime
+    good_plain = "refine" if plain >= bar else "adapt"
+    assert regimes == {"unsmoothed": good_plain,
+                       "all": "adapt" if good_plain == "refine" else "refine"}
+    with pytest.raises(ValueError, match="regime_input must be"):
+        RoundConfig(regime_input="smoothed")
