@@ -78,17 +78,28 @@ def rotated(case, shift: int):
 
 
 def round_config(settings: list[str]) -> RoundConfig:
-    """The defaults with ``FIELD=VALUE`` settings (values as Python literals, else strings)."""
+    """The defaults with ``FIELD=VALUE`` settings (values as Python literals, else strings).
+
+    A dotted field sets a nested config: ``train.tile=256``.
+    """
     import ast
 
-    values = {}
+    cfg = RoundConfig()
     for item in settings:
         key, _, text = item.partition("=")
         try:
-            values[key] = ast.literal_eval(text)
+            value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            values[key] = text
-    return RoundConfig(**values)
+            value = text
+        *outer, last = key.split(".")
+        holder = cfg
+        for name in outer:
+            holder = getattr(holder, name)
+        if not hasattr(holder, last):
+            raise SystemExit(f"bench_adapt: no setting {key!r}")
+        setattr(holder, last, value)
+    cfg.__post_init__()
+    return cfg
 
 
 def main() -> None:
