@@ -322,6 +322,13 @@ class CheckResult:
     tied: bool = False  # the scores tied (within the margin)
 
 
+def _pixel_score(model: Any, regions: Sequence[Region]) -> float:
+    """The mean balanced accuracy of the foreground probability over the regions' boxes."""
+    return float(np.mean([_balanced_accuracy(
+        p[1][inner], _fg_truth(model, truth)[inner], np.ones_like(truth[inner], bool))
+        for p, truth, inner in regions]))
+
+
 def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  labels: Sequence[np.ndarray], boxes: Mapping[int, Box], device: str,
                  retune: bool = True, prefer: Callable[[dict[str, Any]], float] | None = None,
@@ -377,12 +384,6 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
         return CheckResult(metric, p_score, n_score, gain > 0, n_set)
     if fill and margin > 0:  # a good parent of tiling cells: a tie keeps it, or its blend
         return CheckResult(metric, p_score, n_score, blended, n_set, tied=True)
-
-    def pix(model: Any, regions: Sequence[Region]) -> float:
-        return float(np.mean([_balanced_accuracy(
-            p[1][inner], _fg_truth(model, truth)[inner], np.ones_like(truth[inner], bool))
-            for p, truth, inner in regions]))
-
-    p_pix, n_pix = pix(parent, p_reg), pix(new, n_reg)
+    p_pix, n_pix = _pixel_score(parent, p_reg), _pixel_score(new, n_reg)
     return CheckResult(metric, p_score, n_score, bool(n_pix > p_pix - pixel_margin), n_set,
                        by_pixels=True, tied=True)
