@@ -169,3 +169,5 @@ def test_the_regime_is_decided_without_the_smoothing(net, monkeypatch):
                        "all": "adapt" if good_plain == "refine" else "refine"}
     with pytest.raises(ValueError, match="regime_input must be"):
         RoundConfig(regime_input="smoothed")
+    with pytest.raises(ValueError, match="tie_noise_z must be"):
+        RoundConfig(tie_noise_z=-1.0)

@@ -177,12 +177,13 @@ def _choose_start(parent: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
     own = yield from predict_slices(parent, imgs, cfg.train.device)
     model, flip, probs = yield from _pick_polarity(parent, _new_start(parent, cfg), imgs, labs,
                                                    boxes, own, cfg)
-    q_polar = parent_quality(model, probs, labs)
+    polar, polar_probs = model, probs
     model, probs = yield from _pick_smoothing(model, imgs, labs, probs, cfg)
     model, quality, rescaled = yield from _pick_scale(parent, model, imgs, labs, probs, cfg)
     smoothed = smoothing(model) != smoothing(parent)
     if cfg.regime_input == "polarity" or (cfg.regime_input == "unsmoothed" and smoothed):
-        quality = q_polar  # (unsmoothed: the smoothing is picked before the scale)
+        # the parent with the polarity alone (unsmoothed: the smoothing comes before the scale)
+        quality = parent_quality(polar, polar_probs, labs)
     good = _is_good(parent, quality, cfg)
     if flip or rescaled or smoothed:
         return model, flip, rescaled, good, _is_good(parent, parent_quality(parent, own, labs),

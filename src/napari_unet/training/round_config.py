@@ -119,6 +119,8 @@ class RoundConfig:
             raise ValueError(f"start must be 'parent' or 'scratch', got {self.start!r}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.tie_noise_z < 0:
+            raise ValueError(f"tie_noise_z must be >= 0, got {self.tie_noise_z}")
         if self.regime_input not in ("unsmoothed", "all", "polarity"):
             raise ValueError(f"regime_input must be 'unsmoothed', 'all' or 'polarity', got "
                              f"{self.regime_input!r}")
