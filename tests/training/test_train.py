@@ -236,3 +236,19 @@ def test_frozen_layers_keep_their_weights_and_learn_again_later(tiny_net, blobs,
 def test_unknown_freeze_is_refused():
     with pytest.raises(ValueError, match="freeze must be one of none, input, encoder"):
         TrainConfig(freeze="decoder")
+
+
+def test_weight_average_is_the_mean_of_the_last_steps(tiny_net, blobs):
+    imgs, labs = stack(blobs)
+    plain = copy.deepcopy(tiny_net)
+    trajectory = []
+    gen = fine_tune(plain, imgs, labs, cfg(steps=6, lr=1e-2))
+    for _ in gen:
+        trajectory.append([p.detach().clone() for p in plain.parameters()])
+    _, averaged = drive(fine_tune(tiny_net, imgs, labs, cfg(steps=6, lr=1e-2, average=0.5)))
+    params = [p.detach() for p in averaged.parameters()]
+    for i, p in enumerate(params):  # the last 3 of 6 steps, the same path
+        torch.testing.assert_close(p, torch.stack([t[i] for t in trajectory[3:]]).mean(0))
+    assert any(not torch.equal(p, t) for p, t in zip(params, trajectory[-1], strict=True))
+    with pytest.raises(ValueError, match="average"):
+        cfg(average=1.5)

@@ -277,8 +277,10 @@ def _train_steps(run: _Run, samples: list[Sample], zs: list[int],
     model, cfg = run.model, run.cfg
     parent = model.record.get("name") or model.record.get("source")
     t0, ema = time.perf_counter(), None
+    average = _WeightAverage(model, cfg)
     for step in range(run.start + 1, cfg.steps + 1):
         loss_val, fit = run.step(samples, step)
+        average.update(step)
         ema = loss_val if ema is None else 0.9 * ema + 0.1 * loss_val
         _update_record(model, parent, samples, zs, step, ema, cfg)
         metric = None
@@ -286,10 +288,44 @@ def _train_steps(run: _Run, samples: list[Sample], zs: list[int],
             model.eval()
             metric = float(validate(model))
             model.train()
+        if step == cfg.steps:
+            average.apply()
         if cfg.checkpoint_path and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save_checkpoint(cfg.checkpoint_path, model, run.opt, cfg.to_dict(), step)
         yield TrainEvent(step, cfg.steps, loss_val, time.perf_counter() - t0, metric,
                          fit if run.anchored is not None else None)
+
+
+class _WeightAverage:
+    """The uniform average of the trainable weights after each of the last steps.
+
+    ``cfg.average`` of the steps (0: none) are averaged; :meth:`apply` puts the average
+    into the model after the last step.
+    """
+
+    def __init__(self, model: UNet, cfg: TrainConfig) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.first = cfg.steps - int(round(cfg.average * cfg.steps)) + 1
+        self.mean: list[torch.Tensor] | None = None
+        self.n = 0
+
+    def update(self, step: int) -> None:
+        if step < self.first:
+            return
+        self.n += 1
+        with torch.no_grad():
+            if self.mean is None:
+                self.mean = [p.detach().clone() for p in self.params]
+            else:
+                for m, p in zip(self.mean, self.params, strict=True):
+                    m.add_(p.detach() - m, alpha=1.0 / self.n)
+
+    def apply(self) -> None:
+        if self.mean is None or self.n < 2:
+            return
+        with torch.no_grad():
+            for m, p in zip(self.mean, self.params, strict=True):
+                p.copy_(m)
 
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, start: int) -> Any:

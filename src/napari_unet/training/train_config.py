@@ -80,6 +80,10 @@ class TrainConfig:
         Layers left as they are: ``"none"``, ``"input"`` (the first double convolution, at
         full resolution: its backward pass is 40 % of a step's time) or ``"encoder"`` (the
         whole contracting path).
+    average : float
+        Share of the last steps whose weights are averaged into the result (a uniform
+        average after each of them, as stochastic weight averaging; 0: the last step's
+        weights). A resumed run starts its average again.
     """
 
     steps: int = 100
@@ -106,18 +110,20 @@ class TrainConfig:
     anchor_weight: float = 1.0
     object_crops: float = 0.0
     freeze: str = "none"
+    average: float = 0.0
 
     def __post_init__(self) -> None:
         finite = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
                   "warmup": self.warmup, "anchor_weight": self.anchor_weight,
-                  "object_crops": self.object_crops}
+                  "object_crops": self.object_crops, "average": self.average}
         bad = [k for k, v in finite.items() if not np.isfinite(v) or v < 0]
         if bad:
             raise ValueError(f"{bad[0]} must be a finite number >= 0, got {finite[bad[0]]}")
         if self.freeze not in FREEZE:
             raise ValueError(f"freeze must be one of {', '.join(FREEZE)}, got {self.freeze!r}")
-        if self.object_crops > 1:
-            raise ValueError(f"object_crops must be in [0, 1], got {self.object_crops}")
+        if self.object_crops > 1 or self.average > 1:
+            raise ValueError(f"object_crops and average must be in [0, 1], got "
+                             f"{self.object_crops} and {self.average}")
         if self.lr <= 0 or self.warmup > 1:
             raise ValueError(f"need lr > 0 and warmup <= 1, got lr={self.lr}, "
                              f"warmup={self.warmup}")
