@@ -169,5 +169,6 @@ def test_the_regime_is_decided_without_the_smoothing(net, monkeypatch):
                        "all": "adapt" if good_plain == "refine" else "refine"}
     with pytest.raises(ValueError, match="regime_input must be"):
         RoundConfig(regime_input="smoothed")
-    with pytest.raises(ValueError, match="tie_noise_z must be"):
-        RoundConfig(tie_noise_z=-1.0)
+    for bad in ({"tie_noise_z": -1.0}, {"retune_noise_z": -0.5}):
+        with pytest.raises(ValueError, match="retune_noise_z must be >= 0"):
+            RoundConfig(**bad)

@@ -135,3 +135,20 @@ def test_a_gap_within_the_noise_of_the_held_back_objects_is_a_tie(net, monkeypat
     _, noisy = _run(score_blocks(net, blind, x, [lab], boxes, "cpu", noise_z=1.5))
     assert noisy.tied and noisy.by_pixels and not noisy.better  # its pixels are worse
     assert seen and seen[0] > 0  # counted on the held-back block's objects
+
+
+def test_a_retuned_threshold_must_beat_the_noise_of_the_held_back_objects():
+    from napari_unet.training.selfcheck import tune_postprocess
+
+    truth = np.zeros((40, 40), np.int32)
+    truth[5:15, 5:15], truth[25:35, 25:35] = 1, 2
+    fg = np.where(truth == 1, 0.55, np.where(truth == 2, 0.45, 0.05))
+    regions = [(np.stack([1 - fg, fg]), truth, (slice(0, 40), slice(0, 40)))]
+    settings = {"threshold": 0.5, "watershed": False, "min_size": 0, "fill": False,
+                "seed_threshold": None}
+    plain, score = tune_postprocess(settings, regions)
+    assert plain["threshold"] == 0.4 and score == 1.0  # both objects: F1 0.667 -> 1.0
+    kept, score = tune_postprocess(settings, regions, noise_z=1.5)  # 2 objects: +-0.33
+    assert kept == settings and abs(score - 2 / 3) < 1e-9
+    em = {**settings, "fill": True}  # cells that tile the image: no objects' noise
+    assert tune_postprocess(em, regions, noise_z=1.5) == tune_postprocess(em, regions)

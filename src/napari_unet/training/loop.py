@@ -231,7 +231,7 @@ def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndar
     return (yield from score_blocks(parent, model, imgs, labs, boxes, cfg.train.device,
                                     cfg.retune, prefer, margin, tune_parent=good,
                                     pixel_margin=cfg.tie_pixel_margin, blended=blended,
-                                    noise_z=cfg.tie_noise_z,
+                                    noise_z=cfg.tie_noise_z, retune_z=cfg.retune_noise_z,
                                     step_whole=blended or not refine))
 
 

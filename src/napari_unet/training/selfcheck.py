@@ -243,7 +243,7 @@ def predict_regions(model: Any, images: Sequence[np.ndarray], labels: Sequence[n
 def tune_postprocess(settings: dict[str, Any], regions: Sequence[Region],
                      margin: float | None = None,
                      prefer: Callable[[dict[str, Any]], float] | None = None,
-                     prefer_margin: float | None = None,
+                     prefer_margin: float | None = None, noise_z: float = 0.0,
                      ) -> tuple[dict[str, Any], float]:
     """The candidate settings that score best on the regions' boxes, and their score.
 
@@ -261,6 +261,8 @@ def tune_postprocess(settings: dict[str, Any], regions: Sequence[Region],
     has one). Agreement on a few uncorrected slices is noisy too: on EM at half scale after
     one corrected slice, a 0.002 gain in agreement moved
     the threshold from 0.5 to 0.4 and the test error from 0.035 to 0.062 (docs/models.md).
+    For objects the margin is at least ``noise_z`` standard errors of the F1 gain on the
+    blocks' objects (:func:`f1_noise`; off by default: ``RoundConfig.retune_noise_z``).
     """
     sign = -1.0 if settings["fill"] else 1.0
     margin = (0.01 if settings["fill"] else 0.02) if margin is None else margin
@@ -275,6 +277,8 @@ def tune_postprocess(settings: dict[str, Any], regions: Sequence[Region],
     scored = [(sign * _block_score(c, regions), -distance(c), i, c)
               for i, c in enumerate(_candidates(settings))]
     top = max(max(c[0] for c in scored), base)
+    if noise_z > 0 and not settings["fill"]:
+        margin = max(margin, noise_z * f1_noise(base, top, n_objects(regions)))
     if prefer is not None:
         near = [(s, d, i, c) for s, d, i, c in scored + [(base, 0.0, -1, settings)]
                 if s >= top - margin]
@@ -334,7 +338,7 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  retune: bool = True, prefer: Callable[[dict[str, Any]], float] | None = None,
                  margin: float = 0.0, tune_parent: bool = True, pixel_margin: float = 0.0,
                  blended: bool = False, step_whole: bool = True, noise_z: float = 0.0,
-                 ) -> Generator[Stage, None, CheckResult]:
+                 retune_z: float = 0.0) -> Generator[Stage, None, CheckResult]:
     """Score both models on the held-back parts only (whole slices when none is held back).
 
     Slices without a block are left out when any slice has one (from four corrections,
@@ -343,8 +347,9 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
 
     Each is predicted as the user would predict (its TTA recommendation). With ``retune``
     each model's thresholds are tuned on the blocks first (the same candidates for both,
-    so the comparison stays even; ``prefer``, if given, breaks the new model's ties: see
-    :func:`tune_postprocess`); the new model keeps its tuned settings. Without
+    so the comparison stays even, gains within ``retune_z`` standard errors ignored;
+    ``prefer``, if given, breaks the new model's ties: see :func:`tune_postprocess`); the
+    new model keeps its tuned settings. Without
     ``tune_parent`` the parent keeps its own, as the user has it when the check keeps it (a
     failing parent tuned on one small block rejected a version 12x better on unseen slices).
     Scores closer than ``margin`` (exactly equal when it is 0), and for objects closer than
@@ -366,9 +371,9 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     p_reg = yield from predict_regions(parent, images, labels, bxs, device)
     n_reg = yield from predict_regions(new, images, labels, bxs, device)
     if retune:
-        p_score = tune_postprocess(settings, p_reg)[1] if tune_parent else \
-            _block_score(settings, p_reg)
-        n_set, n_score = tune_postprocess(settings, n_reg, prefer=prefer)
+        p_score = tune_postprocess(settings, p_reg, noise_z=retune_z)[1] if tune_parent \
+            else _block_score(settings, p_reg)
+        n_set, n_score = tune_postprocess(settings, n_reg, prefer=prefer, noise_z=retune_z)
         whole = all(b is not None and _whole(b, lab.shape) for b, lab in zip(bxs, labels))
         if fill and (step_whole or not whole):  # see seen_step_up
             n_set = seen_step_up(n_set)
