@@ -32,8 +32,11 @@ from napari_unet.model_files import load_model
 from napari_unet.training.loop import RoundConfig, finetune_round
 
 
+PRECISION = ["auto"]  # what ``napari-unet predict --device cpu`` uses (the protocol)
+
+
 def segment(model, image: np.ndarray) -> np.ndarray:
-    return labels_from_probabilities(predict(model, image, device="cpu", precision="fp32"),
+    return labels_from_probabilities(predict(model, image, device="cpu", precision=PRECISION[0]),
                                      **postprocess_settings(model))
 
 
@@ -113,7 +116,10 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a RoundConfig field for every round (a variant to compare with the "
                          "defaults), e.g. --set regime_input=polarity")
+    ap.add_argument("--precision", default="auto",
+                    help="prediction precision of the scoring (auto: as the CLI's predict)")
     a = ap.parse_args()
+    PRECISION[0] = a.precision
     variant = round_config(a.set)
     ks = [int(k) for k in a.ks.split(",")]
     results, worse, flagged, rounds, secs, below = {}, 0, 0, 0, [], 0

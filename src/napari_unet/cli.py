@@ -197,7 +197,7 @@ def _add_predict_parser(sub: Any) -> None:
     s.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average the 8 flips/rotations (default: the model's recommendation)")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto: bf16 on GPUs and on CPUs with AMX units, else fp32")
+                   help="auto: bf16 on GPUs and on CPUs with AMX or AVX-512 BF16, else fp32")
     s.add_argument("--probabilities", help="also write per-class probabilities here")
     s.add_argument("--slices", help="only these slices of a stack, e.g. 3,4")
     _postprocess_flags(s)

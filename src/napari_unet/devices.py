@@ -54,12 +54,21 @@ _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU runs bf16 convolutions natively (AMX tiles), faster than fp32."""
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(check and check())
-    except Exception:  # noqa: BLE001 - an unusual build is simply treated as "no"
-        return False
+    """Whether this CPU runs bf16 convolutions natively, faster than fp32.
+
+    AMX tiles (Intel Sapphire Rapids and later) or the AVX-512 BF16 instructions (Intel
+    Cooper Lake, AMD Zen 4 and later): on an AMD EPYC with AVX-512 BF16 and no AMX a
+    prediction takes half the time of fp32 and a training step of the EM starter 0.6 of it
+    (docs/benchmarks.md, session 21).
+    """
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        check = getattr(torch.cpu, name, None)
+        try:
+            if check is not None and check():
+                return True
+        except Exception:  # noqa: BLE001 - an unusual build is simply treated as "no"
+            continue
+    return False
 
 
 def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
@@ -70,9 +79,9 @@ def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtyp
     device : torch.device
         Where the network runs.
     precision : str
-        ``"auto"``: bf16 (or fp16) autocast on GPUs, bf16 on CPUs with AMX units (about 2-3x
-        faster there; the starter models' scores are unchanged, see docs/benchmarks.md), fp32
-        elsewhere. ``"fp32"``, ``"bf16"`` or ``"fp16"`` are honoured as given.
+        ``"auto"``: bf16 (or fp16) autocast on GPUs, bf16 on CPUs with AMX units or AVX-512
+        BF16 (about 2x faster there; the starter models' scores are unchanged, see
+        docs/benchmarks.md), fp32 elsewhere. ``"fp32"``, ``"bf16"`` or ``"fp16"`` are honoured as given.
 
     Returns
     -------
@@ -100,10 +109,11 @@ def precision_name(dtype: torch.dtype | None) -> str:
 
 
 def training_dtype(device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for training: :func:`amp_dtype` on GPUs, bf16 on CPUs with AMX units.
+    """Autocast dtype for training: :func:`amp_dtype` on GPUs, bf16 on fast-bf16 CPUs.
 
-    On AMX CPUs a bf16-autocast training step of the starter architectures is about 1.5x
-    faster than fp32 (weights, optimiser state and the loss stay fp32).
+    On CPUs with AMX units or AVX-512 BF16 (:func:`cpu_has_fast_bf16`) a bf16-autocast
+    training step of the starter architectures is about 1.5x faster than fp32 (weights,
+    optimiser state and the loss stay fp32).
     """
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_fast_bf16() else None

@@ -56,6 +56,23 @@ def test_loss_decreases_with_augmentation(blobs):
     assert np.mean(losses[-8:]) < np.mean(losses[:8])
 
 
+@pytest.mark.parametrize(("amx", "avx512_bf16", "fast"), [
+    (False, False, False), (True, False, True), (False, True, True)])
+def test_fast_bf16_means_amx_or_avx512_bf16(monkeypatch, amx, avx512_bf16, fast):
+    from napari_unet import devices
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16,
+                        raising=False)
+    assert devices.cpu_has_fast_bf16() is fast
+
+    def broken() -> bool:
+        raise RuntimeError("unusual build")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    assert devices.cpu_has_fast_bf16() is avx512_bf16  # a failing probe counts as "no"
+
+
 @pytest.mark.parametrize("fast_bf16", [False, True])
 def test_cpu_training_precision_follows_the_hardware(tiny_net, blobs, monkeypatch, fast_bf16):
     from napari_unet import devices

@@ -38,7 +38,7 @@ class PredictConfig:
     memory_budget : int, optional
         Bytes of activations allowed per batch.
     precision : str
-        ``"auto"`` (bf16/fp16 autocast on GPUs, bf16 on CPUs with AMX units, else fp32),
+        ``"auto"`` (bf16/fp16 autocast on GPUs, bf16 on CPUs with AMX or AVX-512 BF16, else fp32),
         ``"fp32"``, ``"bf16"`` or ``"fp16"``. See :func:`napari_unet.devices.inference_dtype`.
     stack_floor : float
         Stacks: a slice whose gray-value range is narrower than this share of the stack's

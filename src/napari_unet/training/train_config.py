@@ -51,7 +51,7 @@ class TrainConfig:
     seed : int
         Seed for crops, augmentation and dropout.
     amp : bool
-        Mixed precision: bf16/fp16 autocast on GPUs, bf16 on CPUs with AMX units.
+        Mixed precision: bf16/fp16 autocast on GPUs, bf16 on CPUs with AMX or AVX-512 BF16.
     val_every : int
         Evaluate the ``validate`` callback every this many steps (0: never).
     checkpoint_path : str or None
