@@ -31,7 +31,6 @@ from napari_unet.metrics import adapted_rand, evaluate_em, match_f1
 from napari_unet.model_files import load_model
 from napari_unet.training.loop import RoundConfig, finetune_round
 
-
 PRECISION = ["auto"]  # what ``napari-unet predict --device cpu`` uses (the protocol)
 
 

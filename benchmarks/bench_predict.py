@@ -2,7 +2,7 @@
 
 Default: base 16, depth 5, a 2048² image, CPU. ``efficiency`` is the fp32 path against the
 fp32 matmul rate. ``vs_naive`` and ``slice512_s`` time the default precision (``"auto"``: bf16
-on CPUs with AMX units, fp32 elsewhere), whose own efficiency is reported against the matmul
+on CPUs with AMX or AVX-512 BF16, fp32 elsewhere), whose own efficiency is reported against the matmul
 rate of that dtype; ``vs_naive_fp32`` is the fp32 path against the same naive loop. Last line:
 ``RESULT efficiency=... vs_naive=... slice512_s=... precision=... efficiency_<dtype>=... vs_naive_fp32=...
 parallel_tiles_x=...`` (the last: the fp32 path against itself with tiles one after another)
@@ -91,7 +91,7 @@ def main() -> None:
     torch.manual_seed(0)
     net = UNet(depth=a.depth, base_channels=a.base, normalization={"mode": "none"}).eval()
     img = np.random.default_rng(0).random((a.size, a.size)).astype(np.float32)
-    auto = inference_dtype(dev, "auto")  # what users get: bf16 on AMX CPUs and on GPUs
+    auto = inference_dtype(dev, "auto")  # what users get: bf16 on fast-bf16 CPUs and on GPUs
     auto_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[auto]
 
     # the matmul rate moves by up to 1.5x between moments on a shared machine, and the host

@@ -228,7 +228,8 @@ class SegmentWidget(QWidget):
             self.device_label.setToolTip(str(err))
             return
         self.device_label.setText(f"using {dev.type}, {precision_name(inference_dtype(dev))}")
-        self.device_label.setToolTip("bf16 where the hardware runs it natively (GPUs; CPUs with AMX or AVX-512 BF16)")
+        self.device_label.setToolTip(
+            "bf16 where the hardware runs it natively (GPUs; CPUs with AMX or AVX-512 BF16)")
 
     def _update_scope(self, *_: Any) -> None:
         image = self.image_combo.layer()
