@@ -9,7 +9,8 @@ themselves (``<case>_own_k<k>``, zero-shot ``<case>_own_zero_k<k>``). Rows per c
 k (the trained version, and what the loop keeps: the parent when the self-check rejects;
 with ``--rotations R``, the mean over R orders of the pool, the k-sets nested in each),
 from scratch (k = 4), the random forest trained on the same k images (the same orders: the
-protocol's peer, ``../shared/EVALUATION.md``) and Otsu + distance watershed.
+protocol's peer, ``../shared/EVALUATION.md``) and Otsu + distance watershed. Predictions
+are scored at the CLI's precision (``--precision auto``: bf16 on GPUs and fast-bf16 CPUs).
 
 Last line: ``RESULT <case>_k<k>=... <case>_forest_k<k>=... <case>_zero=... worse_rounds=N
 flagged=M below_forest=B ...`` (B: the case and k pairs whose mean trails the forest's).
