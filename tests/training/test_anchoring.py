@@ -108,3 +108,32 @@ def test_blend_weights_moves_the_weights_towards_the_reference(make_tiny_net):
         blend_weights(model, ref, 1.5)
     with pytest.raises(ValueError, match="different architectures"):
         blend_weights(model, UNet(depth=1, base_channels=4), 0.5)
+
+
+def test_a_refining_round_on_objects_can_anchor_only_while_one_slice_is_corrected(monkeypatch):
+    from napari_unet.jobs import run
+    from napari_unet.model import UNet
+    from napari_unet.training import loop
+    from napari_unet.training.round_config import RoundConfig, corrected_amount
+
+    assert corrected_amount([256 * 256, 100]) == 2.0 and corrected_amount([2**20]) == 4.0
+    cfg = RoundConfig(train=TrainConfig(steps=2, tile=32, device="cpu", amp=False),
+                      polarity="keep", anchor_below_slices_f1=2.0)
+    assert RoundConfig().anchors_objects([2**20] * 8)  # off by default: anchors at every k
+    assert cfg.anchors_objects([512 * 512]) and cfg.anchors_objects([520 * 696])
+    assert not cfg.anchors_objects([256 * 256] * 2) and not cfg.anchors_objects([2**20])
+    assert RoundConfig(anchor_below_slices_f1=float("inf")).anchors_objects([2**20] * 8)
+    with pytest.raises(ValueError, match="anchor_below_slices_f1 must be >= 0"):
+        RoundConfig(anchor_below_slices_f1=-1.0)
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (3, 64, 64)).astype(np.uint8)
+    labs = np.zeros((3, 64, 64), np.int32)
+    labs[:2, 10:30, 10:30] = 1
+    labs[:2, 40:55, 35:60] = 2
+    monkeypatch.setattr(loop, "parent_quality", lambda *a, **k: 0.95)  # a good parent: refine
+    torch.manual_seed(0)
+    net = UNet(depth=2, base_channels=8)
+    one = run(loop.finetune_round(net, imgs, labs, cfg, slices=[0], anchors=[imgs[2]]))
+    two = run(loop.finetune_round(net, imgs, labs, cfg, slices=[0, 1], anchors=[imgs[2]]))
+    assert one.report.regime == two.report.regime == "refine"
+    assert one.report.anchored == 1 and two.report.anchored == 0

@@ -137,7 +137,8 @@ def finetune_round(
                                                   anchors)
     share = cfg.refine_blend_rand if fill else cfg.refine_blend_f1
     blend = refine and share < 1 and not (flip or rescaled or smoothed)  # the parent's input
-    train_cfg = _train_config(cfg, t_labs, refine, bool(refine and anchors), fill, blend)
+    anchor = bool(refine and anchors) and (fill or cfg.anchors_objects([x.size for x in t_labs]))
+    train_cfg = _train_config(cfg, t_labs, refine, anchor, fill, blend)
     yield Stage(f"training {train_cfg.steps} steps")
     prepared = None
     if train_cfg.anchor_weight > 0 and t_anchors:

@@ -42,6 +42,14 @@ class RoundConfig:
         data far from every starter).
     retune : bool
         Re-tune the post-processing thresholds on the held-back blocks.
+    anchor_below_slices_f1 : float
+        Refining a good parent of objects, anchor only while the corrections amount to fewer
+        than this many slices (as :meth:`steps_for` counts them; default: at every amount).
+        At 2, shifted nuclei gained (scale2x k = 2 / 4: 0.788 / 0.768 anchored, 0.793 / 0.801
+        not; blur_noise 0.666 / 0.661 and 0.663 / 0.680) but the in-domain loop lost (F1
+        0.962 -> 0.957 after three rounds, effort 10.0 -> 12.7 objects per image), so it is
+        off (docs/models.md, session 21). Cells that tile the image always anchor (inverted
+        noisy EM, k = 4: 0.044 anchored, 0.073 not).
     n_anchors : int
         Uncorrected slices of the same stack that anchor the parent's predictions.
     anchor_min_f1, anchor_max_rand : float
@@ -100,6 +108,7 @@ class RoundConfig:
     polarity: str = "auto"
     start: str = "parent"
     retune: bool = True
+    anchor_below_slices_f1: float = float("inf")
     n_anchors: int = 3
     anchor_min_f1: float = 0.7
     anchor_max_rand: float = 0.1
@@ -126,6 +135,9 @@ class RoundConfig:
             raise ValueError(f"start must be 'parent' or 'scratch', got {self.start!r}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if not self.anchor_below_slices_f1 >= 0:
+            raise ValueError(f"anchor_below_slices_f1 must be >= 0, got "
+                             f"{self.anchor_below_slices_f1}")
         if min(self.tie_noise_z, self.retune_noise_z) < 0:
             raise ValueError(f"tie_noise_z and retune_noise_z must be >= 0, got "
                              f"{self.tie_noise_z} and {self.retune_noise_z}")
@@ -141,5 +153,14 @@ class RoundConfig:
         """Steps for corrected slices of these pixel counts (``train.steps`` if set)."""
         if self.train.steps > 0:
             return int(self.train.steps)
-        k = sum(max(1.0, n / 2**18) for n in slice_sizes)
+        k = corrected_amount(slice_sizes)
         return int(min(self.steps_max, self.steps_base + self.steps_per_slice * k))
+
+    def anchors_objects(self, slice_sizes: Sequence[int]) -> bool:
+        """Whether a round refining objects anchors, for corrected slices of these sizes."""
+        return corrected_amount(slice_sizes) < self.anchor_below_slices_f1
+
+
+def corrected_amount(slice_sizes: Sequence[int]) -> float:
+    """Slices' worth of corrections: each slice counts once, a megapixel one as four."""
+    return float(sum(max(1.0, n / 2**18) for n in slice_sizes))
