@@ -2,7 +2,10 @@
 
 Each case is a pool of images a simulated user corrects (in order) and held-out test images
 of the same kind, with instance labels. The transformations are generic (polarity, texture,
-blur, noise, scale), seeded, and use only ../shared/data.
+blur, noise, scale), seeded, and use only ../shared/data. ``plain`` leaves the nuclei as
+they are (held-out images of the starter's own kind: a round must not make a good model
+worse), ``inverted`` gives them a bright, unevenly lit background, ``half_scale`` halves
+them (the starter's small-object filter then drops some nuclei unless the round rescales).
 """
 
 from __future__ import annotations
@@ -98,6 +101,14 @@ def nuclei_case(name: str, n_pool: int = 4, n_test: int = 8, seed: int = 0) -> C
         elif name == "scale2x":
             img, lab = _fullest_crop(*_zoom_pair(img, lab, 2.0), 256)
             lab = _relabel(lab)
+        elif name == "plain":
+            pass
+        elif name == "inverted":
+            x = 0.9 - 0.7 * _unit(img) + 0.03 * _smooth_noise(img.shape, 20.0, rng)
+            img = _to_u8(np.clip(x + 0.02 * rng.standard_normal(x.shape), 0, 1))
+        elif name == "half_scale":
+            img, lab = _zoom_pair(img, lab, 0.5)
+            lab = _relabel(lab)
         elif name == "blur_noise":
             x = ndi.gaussian_filter(_unit(img), 2.0) * 0.5 + 0.1
             img = _to_u8(np.clip(rng.poisson(x * 40) / 40.0 + 0.05 * rng.standard_normal(x.shape), 0, 1))
@@ -143,7 +154,7 @@ def em_case(name: str, n_pool: int = 4, seed: int = 0) -> Case:
                 out_i[n_pool:], out_l[n_pool:])
 
 
-NUCLEI_CASES = ("tissue", "brightfield", "scale2x", "blur_noise")
+NUCLEI_CASES = ("tissue", "brightfield", "scale2x", "blur_noise", "plain", "inverted", "half_scale")
 EM_CASES = ("em_inverted_noisy", "em_half_scale", "em_low_contrast", "em_isbi")
 
 
