@@ -158,6 +158,7 @@ def main() -> None:
                       f" {rep.regime}{' inv' if rep.inverted else ''}"
                       f"{f' x{rep.scale:g}' if rep.rescaled else ''}"
                       f"{f' s{rep.smooth:g}' if rep.smoothed else ''}"
+                      f"{' untrained' if getattr(rep, 'untrained', False) else ''}"
                       f"  {rep.steps:5d}  {rep.seconds:6.1f}  {drop:8.2f}", flush=True)
             if len(trained) > 1:
                 print(f"{k:4d} mean  {np.mean(trained):7.3f}  {np.mean(kept):5.3f}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -140,6 +141,9 @@ def finetune_round(
     anchor = bool(refine and anchors) and (fill or cfg.anchors_objects([x.size for x in t_labs]))
     train_cfg = _train_config(cfg, t_labs, refine, anchor, fill, blend)
     yield Stage(f"training {train_cfg.steps} steps")
+    # the parent's weights with the round's new input: what training must beat
+    plain = copy.deepcopy(model) if (flip or rescaled or smoothed) and cfg.untrained_duel \
+        else None
     prepared = None
     if train_cfg.anchor_weight > 0 and t_anchors:
         prepared = yield from anchors_one_by_one(model, t_anchors, cfg.train.device)
@@ -148,8 +152,11 @@ def finetune_round(
     if blend:
         yield Stage(f"blending {1 - share:.0%} of the parent's weights back in")
         blend_weights(model, parent, share)
-    check = yield from _check(parent, model, imgs, labs, boxes, prepared, refine, cfg, blend,
-                              as_is)
+    untrained = plain is not None and (yield from _untrained_wins(model, plain, imgs, labs,
+                                                                   boxes, cfg))
+    model = plain if untrained else model
+    check = yield from _check(parent, model, imgs, labs, boxes, prepared, refine,
+                              replace(cfg, retune=cfg.retune and not untrained), blend, as_is)
     first, last = loss_ends(losses)
     report = RoundReport(
         metric=check.metric, parent_score=check.parent_score, new_score=check.new_score,
@@ -160,7 +167,8 @@ def finetune_round(
         regime="refine" if good else "adapt", by_pixels=check.by_pixels, tied=check.tied,
         blended=blend,
         scale=input_scale(model), object_diameter=object_diameter(labs), rescaled=rescaled,
-        whole_slices=len(imgs) - n_trained, smooth=smoothing(model), smoothed=smoothed)
+        whole_slices=len(imgs) - n_trained, smooth=smoothing(model), smoothed=smoothed,
+        untrained=untrained)
     describe_version(model, parent, report, zs, name, cfg.start)
     return RoundResult(model, check.better, report)
 
@@ -234,6 +242,26 @@ def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndar
                                     pixel_margin=cfg.tie_pixel_margin, blended=blended,
                                     noise_z=cfg.tie_noise_z, retune_z=cfg.retune_noise_z,
                                     step_whole=blended or not refine))
+
+
+def _untrained_wins(trained: UNet, plain: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],
+                    boxes: dict[int, Any], cfg: RoundConfig) -> Generator[Any, None, bool]:
+    """Whether the parent's weights with the round's new input alone beat the trained ones.
+
+    On the held-back blocks, the untrained weights keep the parent's stored thresholds (tuned
+    on many images, not on a block) and the trained ones are tuned there; a tie goes to the
+    untrained weights unless the trained pixels are better by ``tie_pixel_margin``. The
+    blocks come from the images trained on, so a trained version that cannot beat the weights
+    it started from there has learned nothing that carries (half-scale nuclei, adapted at x3
+    on a dim image: test F1 0.63 against 0.79 for the rescaled parent; docs/models.md,
+    session 22).
+    """
+    yield Stage("comparing with the new input alone (the parent's weights, untrained)")
+    duel = yield from score_blocks(plain, trained, imgs, labs, boxes, cfg.train.device,
+                                   cfg.retune, tune_parent=False,
+                                   pixel_margin=-cfg.tie_pixel_margin, noise_z=cfg.tie_noise_z,
+                                   retune_z=cfg.retune_noise_z, step_whole=False)
+    return not duel.better
 
 
 def _pick_polarity(parent: UNet, start: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],

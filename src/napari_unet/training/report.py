@@ -45,6 +45,7 @@ class RoundReport:
     blended: bool = False  # the new weights went most of the way back to the parent's
     smooth: float = 0.0  # the Gaussian width (input px) the new version smooths its input with
     smoothed: bool = False  # the round changed the smoothing
+    untrained: bool = False  # the new input alone beat the trained weights: the parent's kept
 
     def summary(self) -> str:
         """One line for the dock's status and the CLI, e.g. "F1 0.41 -> 0.83"."""
@@ -66,6 +67,8 @@ class RoundReport:
         if self.smoothed:
             extra += (f"; input smoothed (Gaussian of {self.smooth:g} px: noisy images)"
                       if self.smooth else "; input no longer smoothed")
+        if self.untrained:
+            extra += "; training did not beat the new input alone: the parent's weights kept"
         return (f"on {where}: {self.metric} {self.parent_score:.3f} -> {self.new_score:.3f} "
                 f"({verdict}){extra}")
 

@@ -62,6 +62,9 @@ class RoundConfig:
         Learning-rate factor when the parent already segments the corrected slices well
         (the anchoring criterion): a good model needs small steps; at the full rate a round
         on the sample data made the nuclei starter worse (docs/models.md).
+    untrained_duel : bool
+        A round that changed the input (polarity, scale, smoothing) keeps the parent's
+        weights with that input when training does not beat them on the held-back blocks.
     scale : ScaleConfig
         How the new version's input scale is picked (objects of the user's size resampled
         to the size the network learned; :mod:`napari_unet.training.scale`).
@@ -125,6 +128,7 @@ class RoundConfig:
     adapt_freeze: str = "input"
     refine_freeze_rand: str = "input"
     regime_input: str = "unsmoothed"
+    untrained_duel: bool = True
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     smooth: SmoothConfig = field(default_factory=SmoothConfig)
 
