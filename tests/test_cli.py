@@ -25,7 +25,8 @@ def test_train_predict_evaluate_roundtrip(tmp_path, blobs, tiny_net, capsys):
     start = save_model(tiny_net, tmp_path / "start.pt")
     rc = main(["train", "--images", str(tmp_path / "img.tif"), "--labels",
                str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "2", "--tile", "32",
-               "--device", "cpu", "--expand-labels", "2", "-o", str(tmp_path / "m.pt")])
+               "--device", "cpu", "--expand-labels", "2", "--write-rejected", "-o",
+               str(tmp_path / "m.pt")])
     assert rc == 0 and load_model(tmp_path / "m.pt").record["steps"] == 2
     assert load_model(tmp_path / "m.pt").record["expand_labels"] == 2
     ck = tmp_path / "ck.pt"
@@ -101,7 +102,7 @@ def test_train_runs_one_checked_round_and_describes_the_new_model(tmp_path, blob
     start = save_model(tiny_net, tmp_path / "start.pt")
     assert main(["train", "--images", str(tmp_path / "img.tif"), "--labels",
                  str(tmp_path / "lab.tif"), "--model", str(start), "--steps", "2", "--tile", "32",
-                 "--device", "cpu", "-o", str(tmp_path / "m.pt")]) == 0
+                 "--device", "cpu", "--write-rejected", "-o", str(tmp_path / "m.pt")]) == 0
     out = capsys.readouterr()
     assert "self-check on held-back parts of your corrections: F1" in out.out
     rec = load_model(tmp_path / "m.pt").record

@@ -139,7 +139,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                        name=Path(a.output).stem, resume=a.resume))
     if len(pairs) > 1:
         update_record(result.model, data=got.data_note())
-    _report_round(result, a)
+    _report_round(result, a, model)
     return 0
 
 
@@ -280,30 +280,42 @@ def _round_inputs(
     return images, labels, axis, anchors, None
 
 
-def _report_round(result: Any, a: argparse.Namespace) -> None:
-    """Print the self-check and the loss, and write the new model.
+def _report_round(result: Any, a: argparse.Namespace, parent: Any) -> None:
+    """Print the self-check and the loss, and write the model to keep.
+
+    A round the self-check rejects writes ``--model``'s weights (as the Fine-tune dock keeps
+    the parent), unless ``--write-rejected`` asks for the trained ones.
 
     Parameters
     ----------
     result : RoundResult
         What :func:`napari_unet.training.loop.finetune_round` returned.
     a : argparse.Namespace
-        The parsed ``train`` arguments (``--model``, ``--output``).
+        The parsed ``train`` arguments (``--model``, ``--output``, ``--write-rejected``).
+    parent : UNet
+        The model the round started from.
     """
     from .model_files import save_model_or_rescue
+    from .training.report import kept_version
 
     rep = result.report
     print(f"self-check {rep.summary()}")
     print(f"loss on random crops of your corrections, first -> last tenth of {rep.steps} "
           f"steps: {rep.loss_first:.4f} -> {rep.loss_last:.4f} ({rep.seconds:.0f} s; the "
           "self-check, not the loss, says whether the model improved)")
-    written, warning = save_model_or_rescue(result.model, a.output)
+    rejected = not result.accepted and a.model
+    out = result.model if a.write_rejected or not rejected else kept_version(parent, result)
+    written, warning = save_model_or_rescue(out, a.output)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)
-    if not result.accepted and a.model:
+    if rejected and a.write_rejected:
         print(f"WARNING: the new model is not better than {a.model} on your corrections; "
-              f"{a.output} was written, but keep using {a.model} unless you check it "
-              "yourself", file=sys.stderr)
+              f"{a.output} holds it (--write-rejected), but keep using {a.model} unless you "
+              "check it yourself", file=sys.stderr)
+    elif rejected:
+        print(f"the trained model is not better than {a.model} on your corrections: "
+              f"{a.output} holds {a.model}'s weights and settings (--write-rejected writes "
+              "the trained ones)", file=sys.stderr)
     print(f"wrote {written}")
 
 
@@ -354,6 +366,10 @@ def add_train_parser(sub: Any, output_flags: Callable[[argparse.ArgumentParser],
                    help="with --model and a stack: keep the model's predictions on three "
                         "uncorrected slices with this weight (0: off)")
     s.add_argument("--no-augment", action="store_true")
+    s.add_argument("--write-rejected", action="store_true",
+                   help="write the trained model even when the self-check finds it no better "
+                        "than --model (default: write --model's weights, as the dock keeps "
+                        "the parent)")
     s.add_argument("--checkpoint", help="save a resumable checkpoint here")
     s.add_argument("--resume", help="resume from this checkpoint")
     s.add_argument("-o", "--output", required=True)

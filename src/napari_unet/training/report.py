@@ -122,6 +122,26 @@ def describe_version(model: UNet, parent: UNet, report: RoundReport, zs: list[in
     model.record = new.to_dict(keep_none=("parent", "parent_licence"))
 
 
+def kept_version(parent: UNet, result: RoundResult) -> UNet:
+    """The model the loop leaves the user: the new version, or its parent when it is no better.
+
+    A rejected round's parent comes back as a copy whose record says so (its weights, input
+    settings and thresholds are the parent's; ``history`` gains the rejected round), as the
+    Fine-tune dock keeps the parent selected. ``result.model`` itself when accepted.
+    """
+    if result.accepted:
+        return result.model
+    import copy
+
+    kept = copy.deepcopy(parent)
+    rec = ModelRecord.of(parent)
+    entry = {"parent": rec.name or rec.source, "rejected": True,
+             "self_check": result.report.to_dict(),
+             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    kept.record = {**parent.record, "history": list(rec.history or []) + [entry]}
+    return kept
+
+
 def loss_ends(losses: list[float]) -> tuple[float, float]:
     """Mean loss of the first and of the last 10 % of the steps (NaN without steps)."""
     if not losses:

@@ -63,8 +63,9 @@ class RoundConfig:
         (the anchoring criterion): a good model needs small steps; at the full rate a round
         on the sample data made the nuclei starter worse (docs/models.md).
     untrained_duel : bool
-        A round that changed the input (polarity, scale, smoothing) keeps the parent's
-        weights with that input when training does not beat them on the held-back blocks.
+        A round on objects that changed the input (polarity, scale, smoothing) keeps the
+        parent's weights with that input when training does not beat them on the held-back
+        blocks (half-scale nuclei k = 4: 0.629 -> 0.785; docs/models.md, session 22).
     scale : ScaleConfig
         How the new version's input scale is picked (objects of the user's size resampled
         to the size the network learned; :mod:`napari_unet.training.scale`).
