@@ -241,8 +241,7 @@ def _check(parent: UNet, model: UNet, imgs: list[np.ndarray], labs: list[np.ndar
                                     cfg.retune, prefer, margin, tune_parent=good,
                                     pixel_margin=cfg.tie_pixel_margin, blended=blended,
                                     noise_z=cfg.tie_noise_z, retune_z=cfg.retune_noise_z,
-                                    step_whole=blended or not refine,
-                                    lower_needs_pixels=cfg.tie_lower_needs_pixels))
+                                    step_whole=blended or not refine))
 
 
 def _untrained_wins(trained: UNet, plain: UNet, imgs: list[np.ndarray], labs: list[np.ndarray],

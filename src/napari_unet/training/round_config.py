@@ -87,8 +87,6 @@ class RoundConfig:
         thresholds a small block gain had found (docs/models.md).
     tie_pixel_margin : float
         In a tie on objects the new version wins unless its pixels are worse by this much.
-    tie_lower_needs_pixels : bool
-        In a tie on objects where the new version scored lower, it must have better pixels.
     adapt_freeze, refine_freeze_rand : str
         ``TrainConfig.freeze`` (when ``train.freeze`` is ``"none"``) adapting a parent that
         fails on the corrections, and refining a good one of cells that tile the image.
@@ -127,7 +125,6 @@ class RoundConfig:
     blend_steps: float = 0.8
     tie_pixel_margin: float = 0.01
     tie_noise_z: float = 1.5
-    tie_lower_needs_pixels: bool = False
     retune_noise_z: float = 0.0
     adapt_freeze: str = "input"
     refine_freeze_rand: str = "input"

@@ -338,8 +338,7 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
                  retune: bool = True, prefer: Callable[[dict[str, Any]], float] | None = None,
                  margin: float = 0.0, tune_parent: bool = True, pixel_margin: float = 0.0,
                  blended: bool = False, step_whole: bool = True, noise_z: float = 0.0,
-                 retune_z: float = 0.0, lower_needs_pixels: bool = False,
-                 ) -> Generator[Stage, None, CheckResult]:
+                 retune_z: float = 0.0) -> Generator[Stage, None, CheckResult]:
     """Score both models on the held-back parts only (whole slices when none is held back).
 
     Slices without a block are left out when any slice has one (from four corrections,
@@ -362,8 +361,7 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     0.017), unless the new version is ``blended`` mostly back into the parent (never worse
     than it on the unseen slices in the in-domain rounds measured: models.md, session 17).
     Objects within ``pixel_margin`` of the parent's pixels win the tie (blocks of 1-3 nuclei
-    tie 1.000 -> 1.000; the new version was better on the test in 25 of 28: docs/models.md);
-    with ``lower_needs_pixels`` a new version that scored lower needs better pixels.
+    tie 1.000 -> 1.000; the new version was better on the test in 25 of 28: docs/models.md).
     """
     settings = postprocess_settings(parent)
     fill = bool(settings["fill"])
@@ -392,7 +390,5 @@ def score_blocks(parent: Any, new: Any, images: Sequence[np.ndarray],
     if fill and margin > 0:  # a good parent of tiling cells: a tie keeps it, or its blend
         return CheckResult(metric, p_score, n_score, blended, n_set, tied=True)
     p_pix, n_pix = _pixel_score(parent, p_reg), _pixel_score(new, n_reg)
-    if lower_needs_pixels and gain < 0:
-        pixel_margin = min(pixel_margin, 0.0)
     return CheckResult(metric, p_score, n_score, bool(n_pix > p_pix - pixel_margin), n_set,
                        by_pixels=True, tied=True)
