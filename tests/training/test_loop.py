@@ -14,17 +14,7 @@ from napari_unet.training.pairs import corrected_pairs, pick_slices
 from napari_unet.training.selfcheck import holdout_box, holdout_boxes, score_blocks
 from napari_unet.training.train import TrainConfig
 
-
-def _blobs(seed: int, bright: bool = True, noise: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:96, :96]
-    labels = np.zeros((96, 96), np.uint16)
-    for i in range(1, 9):
-        cy, cx = rng.integers(10, 86, 2)
-        labels[((yy - cy) ** 2 + (xx - cx) ** 2 < 40) & (labels == 0)] = i
-    fg = (labels > 0) * 120.0
-    image = (fg + 40 if bright else 200 - fg) + rng.normal(0, noise, labels.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), labels
+from ._images import blobs as _blobs
 
 
 def _run(gen):

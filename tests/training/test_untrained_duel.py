@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from napari_unet.jobs import run
@@ -11,16 +10,7 @@ from napari_unet.training.loop import RoundConfig, finetune_round
 from napari_unet.training.scale import ScaleConfig
 from napari_unet.training.train import TrainConfig
 
-
-def _dark_blobs(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:96, :96]
-    labels = np.zeros((96, 96), np.uint16)
-    for i in range(1, 9):
-        cy, cx = rng.integers(10, 86, 2)
-        labels[((yy - cy) ** 2 + (xx - cx) ** 2 < 40) & (labels == 0)] = i
-    image = 200 - (labels > 0) * 120.0 + rng.normal(0, 10, labels.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), labels
+from ._images import blobs
 
 
 def _cfg(lr: float, **kw) -> RoundConfig:
@@ -35,7 +25,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_training_that_changes_nothing_leaves_the_new_input_with_the_parents_weights(net):
-    img, lab = _dark_blobs(1)
+    img, lab = blobs(1, bright=False)
     res = run(finetune_round(net, img, lab, _cfg(1e-12, polarity="invert")))
     assert res.report.inverted and res.report.untrained
     assert res.model.config.normalization["invert"] is True
@@ -45,7 +35,7 @@ def test_training_that_changes_nothing_leaves_the_new_input_with_the_parents_wei
 
 
 def test_the_duel_is_off_when_asked_or_when_the_input_stays(net):
-    img, lab = _dark_blobs(1)
+    img, lab = blobs(1, bright=False)
     off = run(finetune_round(net, img, lab, _cfg(1e-12, polarity="invert", untrained_duel=False)))
     assert off.report.inverted and not off.report.untrained
     kept = run(finetune_round(net, img, lab, _cfg(3e-3, polarity="keep")))

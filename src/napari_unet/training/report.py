@@ -7,6 +7,7 @@ the new version's record so that it describes the new model, never its parent.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -131,8 +132,6 @@ def kept_version(parent: UNet, result: RoundResult) -> UNet:
     """
     if result.accepted:
         return result.model
-    import copy
-
     kept = copy.deepcopy(parent)
     rec = ModelRecord.of(parent)
     entry = {"parent": rec.name or rec.source, "rejected": True,
